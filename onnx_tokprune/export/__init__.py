@@ -1,0 +1,1 @@
+"""Export: torch -> ONNX with TokenPrune nodes."""

@@ -1,0 +1,137 @@
+"""PyTorch PrunedEncoder -> ONNX artifact directory (model.onnx, config, tokenizer, manifest)."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+
+from onnx_tokprune.config import CONFIG_NAME, write_json_atomic
+from onnx_tokprune.export.op import add_token_prune_function
+from onnx_tokprune.modeling import PrunedEncoder
+from onnx_tokprune.scoring import OP_DOMAIN, OP_NAME, OP_VERSION
+
+MIN_OPSET = 17
+MAX_OPSET = 18
+MODEL_FILE = "model.onnx"
+INPUT_NAMES = ["input_ids", "attention_mask", "token_type_ids"]
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json", "vocab.json", "merges.txt")
+
+
+class ExportError(ValueError):
+    """The export cannot proceed; the message says what to do."""
+
+
+def kept_output_name(layer: int) -> str:
+    return f"kept_index_{layer}"
+
+
+class _Exportable(torch.nn.Module):
+    """Flattens PrunedOutput into a tuple (logits, kept_index_<l>...) for the exporter."""
+
+    def __init__(self, encoder: PrunedEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        out = self.encoder(input_ids, attention_mask, token_type_ids)
+        return (out.logits, *out.kept)
+
+
+def to_onnx(encoder: PrunedEncoder, opset: int = MIN_OPSET) -> onnx.ModelProto:
+    """Export a drop-mode PrunedEncoder (or an unpruned one: config None) to an ONNX model."""
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ExportError(f"opset {opset} is not supported: use {MIN_OPSET} or {MAX_OPSET}")
+    if encoder.mode != "drop":
+        raise ExportError("only drop mode is exported: mask mode keeps pruned tokens in the tensors")
+    wrapper = _Exportable(encoder).eval()
+    seq = 16
+    example = (
+        (torch.arange(2 * seq).view(2, seq) * 7 + 5) % encoder.model.config.vocab_size,
+        torch.ones(2, seq, dtype=torch.long),
+        torch.zeros(2, seq, dtype=torch.long),
+    )
+    outputs = ["logits", *(kept_output_name(layer) for layer in encoder.pruning_layers)]
+    axes: dict[str, dict[int, str]] = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
+    axes["logits"] = {0: "batch"}
+    axes.update({kept_output_name(layer): {0: "batch", 1: f"kept_{layer}"} for layer in encoder.pruning_layers})
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapper,
+            example,
+            buf,
+            input_names=INPUT_NAMES,
+            output_names=outputs,
+            dynamic_axes=axes,
+            opset_version=opset,
+            custom_opsets={OP_DOMAIN: OP_VERSION},
+            dynamo=False,
+        )
+    model = onnx.load_from_string(buf.getvalue())
+    if encoder.pruning_layers:
+        add_token_prune_function(model)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def count_token_prune(model: onnx.ModelProto) -> int:
+    return sum(1 for node in model.graph.node if node.domain == OP_DOMAIN and node.op_type == OP_NAME)
+
+
+def manifest(encoder: PrunedEncoder, model: onnx.ModelProto, opset: int, source: str) -> dict[str, Any]:
+    """The artifact's tokprune.json: the pruning config plus what the export produced."""
+    cfg = encoder.config
+    data: dict[str, Any] = cfg.to_json() if cfg is not None else {"layers": []}
+    data["export"] = {
+        "opset": opset,
+        "op": {"domain": OP_DOMAIN, "name": OP_NAME, "version": OP_VERSION},
+        "token_prune_nodes": count_token_prune(model),
+        "pruning_layers": list(encoder.pruning_layers),
+        "folded_parameters": {
+            str(rule.layer): dict(zip(("threshold", "bin_mask", "keep_ratio"), rule.op_params()))
+            for rule in (cfg.layers if cfg is not None else ())
+        },
+        "outputs": [o.name for o in model.graph.output],
+        "source": source,
+    }
+    return data
+
+
+def check_output_dir(output: Path, force: bool) -> None:
+    if output.exists() and not force:
+        raise ExportError(f"{output} already exists: pass --force to replace it, or choose another --output")
+
+
+def export_artifact(
+    encoder: PrunedEncoder, model_dir: str | os.PathLike, output: str | os.PathLike, opset: int = MIN_OPSET, force: bool = False
+) -> Path:
+    """Write an artifact dir atomically: built in a temp dir beside `output`, renamed at the end."""
+    output = Path(output)
+    check_output_dir(output, force)
+    model = to_onnx(encoder, opset)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.tmp"))
+    try:
+        onnx.save(model, str(tmp / MODEL_FILE))
+        encoder.model.config.save_pretrained(tmp)
+        for name in TOKENIZER_FILES:
+            src = Path(model_dir) / name
+            if src.is_file():
+                shutil.copy2(src, tmp / name)
+        write_json_atomic(tmp / CONFIG_NAME, manifest(encoder, model, opset, str(model_dir)))
+        if output.exists():
+            shutil.rmtree(output)
+        os.replace(tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return output

@@ -1,0 +1,110 @@
+"""The pruned encoder: an HF classifier's forward re-implemented with TokenPrune between layers.
+
+Two modes over the same weights and decisions (DESIGN.md §2):
+- ``drop``: removed tokens leave the tensors (the ground truth the ONNX graph must match);
+- ``mask``: the papers' simulation, full length with removed tokens masked out of attention.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from onnx_tokprune.config import PruneConfig
+from onnx_tokprune.scoring import importance_score, keep_decision, token_prune
+
+MODES = ("drop", "mask")
+
+
+class PrunedOutput(NamedTuple):
+    logits: torch.Tensor
+    kept: tuple[torch.Tensor, ...]
+    """Per pruning layer: drop mode — original positions [B,K] (-1 = padding);
+    mask mode — the keep mask [B,S] (1 = kept)."""
+
+
+def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[B,S] 0/1 -> [B,1,1,S] additive attention mask whose exp underflows to exactly 0."""
+    return (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+
+
+class PrunedEncoder(nn.Module):
+    """Sequence classifier with token pruning after the configured layers."""
+
+    def __init__(self, adapter, config: PruneConfig | None, mode: str = "drop") -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.adapter = adapter
+        self.model = adapter.model
+        self.config = config
+        self.mode = mode
+        hf = self.model.config
+        self.num_heads = hf.num_attention_heads
+        self.head_dim = hf.hidden_size // hf.num_attention_heads
+        self.num_layers = len(adapter.layers)
+        if config is not None:
+            config.check_model(self.num_layers)
+        self._params: dict[int, tuple[str, str, str]] = {}
+        for rule in config.layers if config is not None else ():
+            thr, bins, ratio = rule.op_params()
+            names = tuple(f"prune{rule.layer}_{n}" for n in ("threshold", "bin_mask", "keep_ratio"))
+            self.register_buffer(names[0], torch.tensor(thr, dtype=torch.float32), persistent=False)
+            self.register_buffer(names[1], torch.tensor(bins, dtype=torch.int64), persistent=False)
+            self.register_buffer(names[2], torch.tensor(ratio, dtype=torch.float32), persistent=False)
+            self._params[rule.layer] = names
+
+    @property
+    def pruning_layers(self) -> tuple[int, ...]:
+        return tuple(self._params)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> PrunedOutput:
+        mask = attention_mask.long()
+        hidden = self.adapter.embed(input_ids, token_type_ids)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(mask)
+        positions = torch.where(mask == 1, positions, torch.full_like(positions, -1))
+        kept: list[torch.Tensor] = []
+        for index in range(self.num_layers):
+            hidden, mask, positions, record = self._layer(index, hidden, mask, positions)
+            if record is not None:
+                kept.append(record)
+        return PrunedOutput(self.adapter.head(hidden), tuple(kept))
+
+    def _layer(self, index, hidden, mask, positions):
+        query, key, value = self.adapter.attention_projections(index)
+        batch = hidden.shape[0]
+
+        def heads(x: torch.Tensor) -> torch.Tensor:
+            return x.view(batch, -1, self.num_heads, self.head_dim).transpose(1, 2)
+
+        q, k, v = heads(query(hidden)), heads(key(hidden)), heads(value(hidden))
+        logits = torch.matmul(q, k.transpose(-1, -2)) * (self.head_dim**-0.5) + additive_mask(mask, q.dtype)
+        names = self._params.get(index)
+        if names is None:
+            probs = torch.softmax(logits, dim=-1)
+        else:
+            # exp/sum instead of Softmax: onnxruntime's optimizer rejects a Softmax with a second consumer.
+            e = torch.exp(logits - logits.amax(dim=-1, keepdim=True))
+            probs = e / e.sum(dim=-1, keepdim=True)
+        context = torch.matmul(self.adapter.attention_dropout(index)(probs), v)
+        context = context.transpose(1, 2).reshape(batch, -1, self.num_heads * self.head_dim)
+        record = None
+        if names is not None:
+            score = importance_score(probs, mask, self.config.normalizer_constant())
+            params = [getattr(self, n) for n in names]
+            if self.mode == "drop":
+                width = context.shape[-1]
+                pruned = token_prune(torch.cat([context, hidden], dim=-1), score, mask, *params)
+                context, hidden = pruned.hidden[..., :width], pruned.hidden[..., width:]
+                mask = pruned.mask
+                taken = torch.gather(positions, 1, pruned.kept_index.clamp(min=0))
+                positions = torch.where(pruned.kept_index >= 0, taken, torch.full_like(taken, -1))
+                record = positions
+            else:
+                mask = keep_decision(score, mask, *params).long()
+                record = mask
+        return self.adapter.finish_layer(index, context, hidden), mask, positions, record

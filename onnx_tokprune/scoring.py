@@ -1,0 +1,121 @@
+"""Importance score and the TokenPrune decision in PyTorch (DESIGN.md §2, §3).
+
+This is the reference every other implementation (ONNX function, C++ kernel) is held equal to.
+All three decision rules are one formula; a rule's unused parameters are neutral:
+
+    keep[b, j] = CLS(j) or ( valid[b, j]                      # kept so far, not CLS
+                             and score[b, j] >= threshold
+                             and bin_mask[floor(rank * B / n)] == 1
+                             and rank < ceil(keep_ratio * n) )
+
+with `rank` the position of j among the n valid tokens of row b sorted by descending score
+(ties to the lower position) and B = len(bin_mask).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+OP_DOMAIN = "tokprune"
+OP_NAME = "TokenPrune"
+OP_VERSION = 1
+
+
+def importance_score(probs: torch.Tensor, mask: torch.Tensor, normalizer: float | None) -> torch.Tensor:
+    """s[b,j] = 1/(H*N) * sum_h sum_{i kept} A[b,h,i,j], in fp32.
+
+    `probs` is [B,H,S,S] (query i, key j), `mask` [B,S] with 1 for kept tokens. `normalizer` is the
+    fixed N, or None for N = number of kept tokens of the row.
+    """
+    probs = probs.float()
+    rows = mask.to(probs.dtype)[:, None, :, None]
+    total = (probs * rows).sum(dim=(1, 2))
+    heads = probs.shape[1]
+    if normalizer is None:
+        return total / (mask.to(probs.dtype).sum(dim=1, keepdim=True) * heads)
+    return total / (heads * normalizer)
+
+
+class PruneResult(NamedTuple):
+    hidden: torch.Tensor
+    mask: torch.Tensor
+    kept_index: torch.Tensor
+
+
+def keep_decision(
+    score: torch.Tensor, mask: torch.Tensor, threshold: torch.Tensor, bin_mask: torch.Tensor, keep_ratio: torch.Tensor
+) -> torch.Tensor:
+    """The boolean keep matrix [B,S] of the unified rule (module docstring)."""
+    seq = score.shape[1]
+    pos = torch.arange(seq, device=score.device)
+    is_cls = (pos == 0).unsqueeze(0)
+    valid = (mask == 1) & ~is_cls
+    ranked = torch.where(valid, score, torch.full_like(score, float("-inf")))
+    order = torch.sort(ranked, dim=1, descending=True, stable=True).indices
+    rank = torch.empty_like(order).scatter_(1, order, pos.expand_as(order).contiguous())
+    n = valid.sum(dim=1, keepdim=True)
+    nbins = bin_mask.shape[0]
+    bins = torch.clamp(torch.div(rank * nbins, torch.clamp(n, min=1), rounding_mode="floor"), max=nbins - 1)
+    k = torch.ceil(keep_ratio.float() * n.float()).long()
+    keep = valid & (score >= threshold) & (bin_mask[bins] == 1) & (rank < k)
+    return keep | (is_cls & (mask == 1))
+
+
+def compact(hidden: torch.Tensor, keep: torch.Tensor) -> PruneResult:
+    """Pack kept rows to the left in their original order; pad to the batch's largest count."""
+    seq = keep.shape[1]
+    pos = torch.arange(seq, device=keep.device).expand_as(keep)
+    sort_key = torch.where(keep, pos, pos + seq)
+    kmax = keep.sum(dim=1).max()
+    key, idx = torch.topk(sort_key, int(kmax), dim=1, largest=False, sorted=True)
+    new_mask = (key < seq).long()
+    kept_index = torch.where(key < seq, idx, torch.full_like(idx, -1))
+    gathered = torch.gather(hidden, 1, idx.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+    return PruneResult(gathered * new_mask.unsqueeze(-1).to(hidden.dtype), new_mask, kept_index)
+
+
+def token_prune_reference(
+    hidden: torch.Tensor,
+    score: torch.Tensor,
+    mask: torch.Tensor,
+    threshold: torch.Tensor,
+    bin_mask: torch.Tensor,
+    keep_ratio: torch.Tensor,
+) -> PruneResult:
+    """TokenPrune in PyTorch: hidden [B,S,D], score [B,S], mask i64 [B,S] -> [B,K,D], [B,K], [B,K]."""
+    return compact(hidden, keep_decision(score, mask, threshold, bin_mask, keep_ratio))
+
+
+class TokenPruneFunction(torch.autograd.Function):
+    """TokenPrune as one custom ONNX node under the legacy (TorchScript) exporter."""
+
+    @staticmethod
+    def forward(ctx, hidden, score, mask, threshold, bin_mask, keep_ratio):  # noqa: D102
+        return tuple(token_prune_reference(hidden, score, mask, threshold, bin_mask, keep_ratio))
+
+    @staticmethod
+    def symbolic(g, hidden, score, mask, threshold, bin_mask, keep_ratio):  # noqa: D102
+        out_hidden, out_mask, kept = g.op(
+            f"{OP_DOMAIN}::{OP_NAME}", hidden, score, mask, threshold, bin_mask, keep_ratio, outputs=3
+        )
+        dims = hidden.type().varyingSizes() or [None, None, None]
+        out_hidden.setType(hidden.type().with_sizes([None, None, dims[-1]]))
+        out_mask.setType(mask.type().with_sizes([None, None]))
+        kept.setType(mask.type().with_sizes([None, None]))
+        return out_hidden, out_mask, kept
+
+
+def token_prune(
+    hidden: torch.Tensor,
+    score: torch.Tensor,
+    mask: torch.Tensor,
+    threshold: torch.Tensor,
+    bin_mask: torch.Tensor,
+    keep_ratio: torch.Tensor,
+) -> PruneResult:
+    """TokenPrune: the reference in eager mode, one `tokprune::TokenPrune` node under ONNX export."""
+    if torch.onnx.is_in_onnx_export():
+        return PruneResult(*TokenPruneFunction.apply(hidden, score, mask, threshold, bin_mask, keep_ratio))
+    return token_prune_reference(hidden, score, mask, threshold, bin_mask, keep_ratio)
