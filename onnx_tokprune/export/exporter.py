@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import onnx
 import torch
 
 from onnx_tokprune.config import CONFIG_NAME, write_json_atomic
+from onnx_tokprune.io import atomic_output_dir, check_output_dir
 from onnx_tokprune.export.op import add_token_prune_function
 from onnx_tokprune.modeling import PrunedEncoder
 from onnx_tokprune.scoring import OP_DOMAIN, OP_NAME, OP_VERSION
@@ -106,32 +106,22 @@ def manifest(encoder: PrunedEncoder, model: onnx.ModelProto, opset: int, source:
     return data
 
 
-def check_output_dir(output: Path, force: bool) -> None:
-    if output.exists() and not force:
-        raise ExportError(f"{output} already exists: pass --force to replace it, or choose another --output")
-
-
 def export_artifact(
     encoder: PrunedEncoder, model_dir: str | os.PathLike, output: str | os.PathLike, opset: int = MIN_OPSET, force: bool = False
 ) -> Path:
     """Write an artifact dir atomically: built in a temp dir beside `output`, renamed at the end."""
-    output = Path(output)
-    check_output_dir(output, force)
+    check_output_dir(Path(output), force)
     model = to_onnx(encoder, opset)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.tmp"))
-    try:
+    with atomic_output_dir(output, force) as tmp:
         onnx.save(model, str(tmp / MODEL_FILE))
         encoder.model.config.save_pretrained(tmp)
-        for name in TOKENIZER_FILES:
-            src = Path(model_dir) / name
-            if src.is_file():
-                shutil.copy2(src, tmp / name)
+        copy_tokenizer_files(model_dir, tmp)
         write_json_atomic(tmp / CONFIG_NAME, manifest(encoder, model, opset, str(model_dir)))
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return output
+    return Path(output)
+
+
+def copy_tokenizer_files(src_dir: str | os.PathLike, dst_dir: Path) -> None:
+    for name in TOKENIZER_FILES:
+        src = Path(src_dir) / name
+        if src.is_file():
+            shutil.copy2(src, dst_dir / name)

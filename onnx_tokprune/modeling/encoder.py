@@ -7,6 +7,7 @@ Two modes over the same weights and decisions (DESIGN.md §2):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -47,6 +48,8 @@ class PrunedEncoder(nn.Module):
         self.num_layers = len(adapter.layers)
         if config is not None:
             config.check_model(self.num_layers)
+        self.score_hook: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None
+        """Called as hook(layer, score, mask) at each pruning layer before it decides (calibration)."""
         self._params: dict[int, tuple[str, str, str]] = {}
         for rule in config.layers if config is not None else ():
             thr, bins, ratio = rule.op_params()
@@ -95,6 +98,8 @@ class PrunedEncoder(nn.Module):
         record = None
         if names is not None:
             score = importance_score(probs, mask, self.config.normalizer_constant())
+            if self.score_hook is not None:
+                self.score_hook(index, score, mask)
             params = [getattr(self, n) for n in names]
             if self.mode == "drop":
                 width = context.shape[-1]

@@ -1,0 +1,178 @@
+"""Training-free pruning: per-layer thresholds (or top-k ratios) from score statistics.
+
+The kept fraction of non-CLS tokens falls linearly over the pruning layers, reaching `keep` after
+the last one: after the i-th of P pruning layers, c_i = 1 - (1 - keep) * (i + 1) / P of the tokens
+remain. With a FLOPs target, `keep` is solved so that the analytic FLOPs of that schedule, over the
+calibration sentences' lengths, equal the target.
+
+Thresholds are chosen layer by layer on the calibration sentences with the earlier layers already
+pruning: layer i's threshold keeps the fraction c_i / c_{i-1} of the (pooled) tokens reaching it,
+placed half-way between two neighbouring scores so that no calibration token sits on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from onnx_tokprune.config import LayerRule, PruneConfig
+from onnx_tokprune.flops import EncoderShape, relative_flops
+from onnx_tokprune.modeling import wrap
+from onnx_tokprune.runtime.text_encoder import TextEncoder
+
+CALIBRATION_RULES = ("threshold", "top_k")
+
+
+class CalibrationError(ValueError):
+    """Calibration cannot meet the request; the message says what to change."""
+
+
+@dataclass
+class CalibrationResult:
+    config: PruneConfig
+    kept_fraction: dict[int, float] = field(default_factory=dict)
+    relative_flops: float = 1.0
+
+
+def default_layers(num_layers: int) -> list[int]:
+    """All layers but the first and the last (the first layer's attention ranks tokens poorly)."""
+    return list(range(1, num_layers - 1)) if num_layers > 2 else list(range(num_layers))
+
+
+def keep_schedule(keep: float, count: int) -> list[float]:
+    """Cumulative kept fraction after each of `count` pruning layers, ending at `keep`."""
+    return [1 - (1 - keep) * (i + 1) / count for i in range(count)]
+
+
+def schedule_flops(shape: EncoderShape, lengths: Sequence[int], layers: Sequence[int], keep: float) -> float:
+    """Relative FLOPs of the linear schedule over sentences of these lengths."""
+    sched = keep_schedule(keep, len(layers))
+    kept = [{layer: 1 + c * (n - 1) for layer, c in zip(layers, sched)} for n in lengths]
+    return relative_flops(shape, lengths, kept)
+
+
+def solve_keep(shape: EncoderShape, lengths: Sequence[int], layers: Sequence[int], target: float) -> float:
+    """The `keep` whose schedule meets a relative-FLOPs target (bisection)."""
+    lowest = schedule_flops(shape, lengths, layers, 0.0)
+    if not lowest <= target <= 1:
+        raise CalibrationError(
+            f"relative FLOPs {target} cannot be reached with pruning layers {list(layers)}: "
+            f"the range is [{lowest:.3f}, 1]; add earlier pruning layers or raise the target"
+        )
+    lo, hi = 0.0, 1.0
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if schedule_flops(shape, lengths, layers, mid) < target else (lo, mid)
+    return (lo + hi) / 2
+
+
+def _threshold_between(scores: np.ndarray, fraction: float) -> float:
+    """A threshold keeping `fraction` of `scores` (score >= threshold), half-way between neighbours."""
+    ordered = np.sort(scores)[::-1]
+    k = int(round(fraction * len(ordered)))
+    if k >= len(ordered):
+        return 0.0
+    if k <= 0:
+        return float(ordered[0]) * 2 + 1e-6
+    return float((ordered[k - 1] + ordered[k]) / 2)
+
+
+def _batches(text_encoder: TextEncoder, rows, batch_size: int):
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
+    for start in range(0, len(order), batch_size):
+        feeds = text_encoder.pad([rows[i] for i in order[start : start + batch_size]])
+        yield {k: torch.from_numpy(v) for k, v in feeds.items()}
+
+
+def _collect_scores(encoder, text_encoder, rows, layer, batch_size) -> np.ndarray:
+    found: list[np.ndarray] = []
+
+    def hook(index: int, score: torch.Tensor, mask: torch.Tensor) -> None:
+        if index == layer:
+            valid = mask.bool().clone()
+            valid[:, 0] = False
+            found.append(score[valid].detach().numpy())
+
+    encoder.score_hook = hook
+    with torch.no_grad():
+        for feeds in _batches(text_encoder, rows, batch_size):
+            encoder(feeds["input_ids"], feeds["attention_mask"], feeds["token_type_ids"])
+    encoder.score_hook = None
+    return np.concatenate(found)
+
+
+def measure(model, config: PruneConfig, text_encoder: TextEncoder, rows, batch_size: int = 32) -> tuple[dict[int, float], float]:
+    """Kept fraction of non-CLS tokens (pooled over `rows`) per pruning layer, and relative FLOPs, on `rows`."""
+    encoder = wrap(model, config, "drop")
+    lengths: list[int] = []
+    kept: list[dict[int, float]] = []
+    with torch.no_grad():
+        for feeds in _batches(text_encoder, rows, batch_size):
+            out = encoder(feeds["input_ids"], feeds["attention_mask"], feeds["token_type_ids"])
+            lengths.extend(feeds["attention_mask"].sum(1).tolist())
+            counts = [(k >= 0).sum(1).tolist() for k in out.kept]
+            kept.extend({layer: c[r] for layer, c in zip(config.pruning_layers, counts)} for r in range(len(counts[0])))
+    candidates = sum(n - 1 for n in lengths)
+    fractions = {layer: sum(k[layer] - 1 for k in kept) / max(candidates, 1) for layer in config.pruning_layers}
+    return fractions, relative_flops(EncoderShape.from_hf(model.config), lengths, kept)
+
+
+def calibrate(
+    model,
+    text_encoder: TextEncoder,
+    examples,
+    *,
+    keep: float | None = None,
+    target_flops: float | None = None,
+    rule: str = "threshold",
+    layers: Sequence[int] | None = None,
+    score_normalizer: str = "fixed",
+    normalizer_length: int = 128,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> CalibrationResult:
+    """Choose per-layer decision parameters for `model` from calibration `examples`."""
+    if (keep is None) == (target_flops is None):
+        raise CalibrationError("give exactly one of keep (kept-token fraction) or target_flops (relative FLOPs)")
+    if rule not in CALIBRATION_RULES:
+        raise CalibrationError(f"rule {rule!r} cannot be calibrated; use one of {', '.join(CALIBRATION_RULES)}")
+    num_layers = model.config.num_hidden_layers
+    layers = sorted(set(layers)) if layers else default_layers(num_layers)
+    bad = [layer for layer in layers if not 0 <= layer < num_layers]
+    if bad:
+        raise CalibrationError(f"layers {bad} out of range: the model has layers 0..{num_layers - 1}")
+    rows = text_encoder.token_ids(examples)
+    shape = EncoderShape.from_hf(model.config)
+    if target_flops is not None:
+        if not 0 < target_flops <= 1:
+            raise CalibrationError(f"target FLOPs must be in (0, 1], got {target_flops}")
+        keep = solve_keep(shape, [len(r[0]) for r in rows], layers, target_flops)
+    if not 0 < keep <= 1:
+        raise CalibrationError(f"keep must be in (0, 1], got {keep}")
+    sched = keep_schedule(keep, len(layers))
+    steps = [c / p for c, p in zip(sched, [1.0, *sched[:-1]])]
+    base = dict(rule=rule, method="calibrated", score_normalizer=score_normalizer, normalizer_length=normalizer_length)
+    chosen: list[LayerRule] = []
+    for layer, step in tqdm(list(zip(layers, steps)), desc="calibrating layers", disable=not progress):
+        if rule == "top_k":
+            chosen.append(LayerRule(layer, keep_ratio=min(1.0, max(step, 1e-6))))
+            continue
+        probe = PruneConfig(layers=(*chosen, LayerRule(layer, threshold=0.0)), **base)
+        scores = _collect_scores(wrap(model, probe, "drop"), text_encoder, rows, layer, batch_size)
+        chosen.append(LayerRule(layer, threshold=_threshold_between(scores, step)))
+    provenance = {
+        "tool": "tokprune-calibrate",
+        "keep": keep,
+        "target_flops": target_flops,
+        "schedule": dict(zip(map(str, layers), sched)),
+        "samples": len(rows),
+    }
+    config = PruneConfig(layers=tuple(chosen), provenance=provenance, **base)
+    fractions, rel = measure(model, config, text_encoder, rows, batch_size)
+    config.provenance.update({"measured_kept_fraction": {str(k): v for k, v in fractions.items()}, "measured_relative_flops": rel})
+    return CalibrationResult(config, fractions, rel)
+

@@ -1,0 +1,1 @@
+"""Data: text files and (later) GLUE tasks."""

@@ -1,0 +1,59 @@
+"""Analytic FLOPs of a (pruned) BERT-style encoder, counted from tokens per layer.
+
+A layer with `n_in` tokens entering and `n_out` leaving after its attention (DESIGN.md §2: removed
+tokens leave before the output projection and the FFN) costs, in FLOPs (2 per multiply-add):
+
+    QKV 6*n_in*D^2 + scores and context 4*n_in^2*D + output projection 2*n_out*D^2 + FFN 4*n_out*D*I
+
+The pooler and classifier add 2*D^2 + 2*D*C. Embedding lookups, LayerNorm, softmax and GELU are left
+out (a few percent at these shapes, identical in both models being compared).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EncoderShape:
+    hidden: int
+    intermediate: int
+    layers: int
+    labels: int = 2
+
+    @classmethod
+    def from_hf(cls, config) -> EncoderShape:
+        return cls(config.hidden_size, config.intermediate_size, config.num_hidden_layers, getattr(config, "num_labels", 2))
+
+    def layer_flops(self, n_in: float, n_out: float) -> float:
+        d, i = self.hidden, self.intermediate
+        return 6 * n_in * d * d + 4 * n_in * n_in * d + 2 * n_out * d * d + 4 * n_out * d * i
+
+    def head_flops(self) -> float:
+        return 2 * self.hidden * self.hidden + 2 * self.hidden * self.labels
+
+    def flops(self, length: float, kept: dict[int, float] | None = None) -> float:
+        """FLOPs of one input of `length` tokens; `kept[l]` = tokens left after pruning layer l."""
+        total, n = self.head_flops(), float(length)
+        for layer in range(self.layers):
+            n_out = kept.get(layer, n) if kept else n
+            total += self.layer_flops(n, n_out)
+            n = n_out
+        return total
+
+    def equivalent_length(self, flops: float) -> float:
+        """The unpruned input length whose FLOPs equal `flops` (the removal-efficiency oracle)."""
+        lo, hi = 0.0, 1.0
+        while self.flops(hi) < flops:
+            hi *= 2
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if self.flops(mid) < flops else (lo, mid)
+        return (lo + hi) / 2
+
+
+def relative_flops(shape: EncoderShape, lengths: Sequence[int], kept: Sequence[dict[int, float]]) -> float:
+    """Total pruned FLOPs / total unpruned FLOPs over a set of inputs."""
+    pruned = sum(shape.flops(n, k) for n, k in zip(lengths, kept))
+    return pruned / sum(shape.flops(n) for n in lengths)

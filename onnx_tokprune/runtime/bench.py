@@ -1,0 +1,136 @@
+"""Latency of a pruned artifact vs the unpruned export of the same model, in one process.
+
+Batch 1, unpadded real sentences, fixed threads. For every sentence the pruned graph, the unpruned
+graph and the *oracle* are timed back to back (each the median of `repeats` runs): the oracle is the
+unpruned graph on the sentence's first L_eq tokens, where L_eq is the length whose unpruned FLOPs
+equal the pruned run's FLOPs (from the kept tokens the graph reports). Removal efficiency =
+sum(oracle) / sum(pruned): 1.0 means removing tokens inside the graph costs nothing beyond the
+tokens it keeps (DESIGN.md §4).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tqdm.auto import tqdm
+
+from onnx_tokprune.data.text import TextExample
+from onnx_tokprune.flops import EncoderShape
+from onnx_tokprune.runtime.session import PrunedSession
+
+
+@dataclass
+class LatencyResult:
+    data: str
+    examples: int
+    threads: int
+    mean_tokens: float
+    pruned_median_ms: float
+    unpruned_median_ms: float
+    oracle_median_ms: float
+    speedup: float
+    flops_reduction: float
+    removal_efficiency: float
+    cpu: str
+    onnxruntime: str
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _time(session: PrunedSession, feeds: dict[str, np.ndarray], repeats: int) -> tuple[float, dict]:
+    times, out = [], {}
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = session.run(feeds)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3, out
+
+
+def _shape(session: PrunedSession) -> EncoderShape:
+    config = json.loads((session.path / "config.json").read_text())
+    return EncoderShape(config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"], len(config.get("id2label", {})) or 2)
+
+
+def _kept_counts(outputs: dict[str, np.ndarray]) -> dict[int, float]:
+    return {int(k.rsplit("_", 1)[1]): float((v >= 0).sum()) for k, v in outputs.items() if k.startswith("kept_index_")}
+
+
+def measure_latency(
+    pruned_dir: str | Path,
+    baseline_dir: str | Path,
+    examples: Sequence[TextExample],
+    data_name: str = "",
+    threads: int = 2,
+    repeats: int = 5,
+    warmup: int = 20,
+    progress: bool = True,
+) -> LatencyResult:
+    """Time pruned vs unpruned vs oracle at batch 1 on `examples` (see module docstring)."""
+    pruned = PrunedSession(pruned_dir, threads=threads)
+    baseline = PrunedSession(baseline_dir, threads=threads)
+    rows = pruned.text_encoder.token_ids(examples)
+    shape = _shape(pruned)
+    for row in rows[:warmup]:
+        feeds = pruned.text_encoder.pad([row])
+        pruned.run(feeds)
+        baseline.run(feeds)
+    t_pruned, t_base, t_oracle, f_pruned, f_base = [], [], [], [], []
+    for row in tqdm(rows, desc=f"latency {data_name}".strip(), disable=not progress):
+        feeds = pruned.text_encoder.pad([row])
+        ms, out = _time(pruned, feeds, repeats)
+        t_pruned.append(ms)
+        t_base.append(_time(baseline, feeds, repeats)[0])
+        flops = shape.flops(len(row[0]), _kept_counts(out))
+        length = max(1, min(len(row[0]), int(round(shape.equivalent_length(flops)))))
+        oracle = {k: v[:, :length] for k, v in feeds.items()}
+        t_oracle.append(_time(baseline, oracle, repeats)[0])
+        f_pruned.append(flops)
+        f_base.append(shape.flops(len(row[0])))
+    return LatencyResult(
+        data=data_name,
+        examples=len(rows),
+        threads=threads,
+        mean_tokens=float(np.mean([len(r[0]) for r in rows])),
+        pruned_median_ms=statistics.median(t_pruned),
+        unpruned_median_ms=statistics.median(t_base),
+        oracle_median_ms=statistics.median(t_oracle),
+        speedup=sum(t_base) / sum(t_pruned),
+        flops_reduction=sum(f_base) / sum(f_pruned),
+        removal_efficiency=sum(t_oracle) / sum(t_pruned),
+        cpu=cpu_model(),
+        onnxruntime=ort.__version__,
+    )
+
+
+def latency_table(results: Sequence[LatencyResult]) -> str:
+    """Markdown table of latency results."""
+    head = "| data | sentences | mean tokens | unpruned ms (median) | pruned ms (median) | speedup | FLOPs reduction | oracle ms (median) | removal efficiency |"
+    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(
+            f"| {r.data} | {r.examples} | {r.mean_tokens:.1f} | {r.unpruned_median_ms:.2f} | {r.pruned_median_ms:.2f} | "
+            f"{r.speedup:.2f}× | {r.flops_reduction:.2f}× | {r.oracle_median_ms:.2f} | {r.removal_efficiency:.2f} |"
+        )
+    if results:
+        lines.append(f"\nCPU: {results[0].cpu}; onnxruntime {results[0].onnxruntime}; {results[0].threads} intra-op threads; batch 1.")
+    return "\n".join(lines)
+
+
+def to_json(results: Sequence[LatencyResult]) -> list[dict]:
+    return [asdict(r) for r in results]

@@ -1,0 +1,94 @@
+"""Open an exported artifact in onnxruntime and classify text (no torch needed).
+
+```python
+from onnx_tokprune.runtime import open_artifact
+session = open_artifact("out/minilm_sst2_cal50-onnx")
+session.classify(["a charming and often affecting journey"])   # [{'label': ..., 'score': ...}]
+```
+
+A compiled TokenPrune kernel library is registered when one is given (or found through the
+TOKPRUNE_KERNEL_LIBRARY environment variable); otherwise onnxruntime inlines the op's portable
+ONNX function carried in the model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from onnx_tokprune.data.text import TextExample
+from onnx_tokprune.runtime.text_encoder import TextEncoder
+
+MODEL_FILE = "model.onnx"
+KERNEL_ENV = "TOKPRUNE_KERNEL_LIBRARY"
+
+
+class ArtifactError(ValueError):
+    """An artifact directory that cannot be opened; the message says what to do."""
+
+
+def session_options(threads: int | None = None, kernel_library: str | os.PathLike | None = None) -> ort.SessionOptions:
+    """SessionOptions with fixed intra-op threads and, when given, the TokenPrune kernel registered."""
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    if kernel_library:
+        options.register_custom_ops_library(str(kernel_library))
+    return options
+
+
+class PrunedSession:
+    """An artifact's onnxruntime session plus its tokenizer and labels."""
+
+    def __init__(self, artifact: str | os.PathLike, threads: int | None = None, kernel_library: str | os.PathLike | None = None):
+        self.path = Path(artifact)
+        model_file = self.path / MODEL_FILE
+        if not model_file.is_file():
+            raise ArtifactError(f"{self.path} has no {MODEL_FILE}: pass a directory written by tokprune-export")
+        kernel_library = kernel_library or os.environ.get(KERNEL_ENV) or None
+        self.kernel_library = kernel_library
+        self.session = ort.InferenceSession(
+            str(model_file), session_options(threads, kernel_library), providers=["CPUExecutionProvider"]
+        )
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.text_encoder = TextEncoder.from_dir(self.path)
+        config = json.loads((self.path / "config.json").read_text())
+        self.id2label = {int(k): v for k, v in config.get("id2label", {}).items()}
+
+    def run(self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Run the graph on encoded inputs; returns {output name: array}."""
+        names = list(outputs) if outputs else self.output_names
+        values = self.session.run(names, {k: v for k, v in feeds.items() if k in self.input_names})
+        return dict(zip(names, values))
+
+    def logits(self, examples: Sequence[TextExample], batch_size: int = 8) -> np.ndarray:
+        out = [
+            self.run(self.text_encoder(examples[i : i + batch_size]), ["logits"])["logits"]
+            for i in range(0, len(examples), batch_size)
+        ]
+        return np.concatenate(out)
+
+    def classify(
+        self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, batch_size: int = 8
+    ) -> list[dict[str, float | str]]:
+        """Label and softmax probability per text (or text pair)."""
+        pairs = text_pairs if text_pairs is not None else [None] * len(texts)
+        logits = self.logits([TextExample(t, p) for t, p in zip(texts, pairs)], batch_size)
+        probs = np.exp(logits - logits.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        best = probs.argmax(-1)
+        return [{"label": self.id2label.get(int(b), str(int(b))), "score": float(p[b])} for b, p in zip(best, probs)]
+
+
+def open_artifact(
+    artifact: str | os.PathLike, threads: int | None = None, kernel_library: str | os.PathLike | None = None
+) -> PrunedSession:
+    """Open an artifact directory written by `tokprune-export`."""
+    return PrunedSession(artifact, threads, kernel_library)

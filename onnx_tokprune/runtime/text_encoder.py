@@ -1,0 +1,62 @@
+"""Text -> model inputs with the artifact's own tokenizer.json (needs `tokenizers` and numpy only)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from onnx_tokprune.data.text import TextExample
+
+
+class TextTooLongError(ValueError):
+    """An input has more tokens than the model's position embeddings allow."""
+
+
+class TextEncoder:
+    """Encodes texts (or pairs) without truncation; batches are padded to their longest row."""
+
+    def __init__(self, tokenizer: Tokenizer, max_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+        self.max_length = max_length
+
+    @classmethod
+    def from_dir(cls, directory: str | os.PathLike) -> TextEncoder:
+        directory = Path(directory)
+        tok_file = directory / "tokenizer.json"
+        if not tok_file.is_file():
+            raise FileNotFoundError(f"{directory} has no tokenizer.json: copy the checkpoint's fast tokenizer there")
+        config = json.loads((directory / "config.json").read_text())
+        return cls(Tokenizer.from_file(str(tok_file)), int(config.get("max_position_embeddings", 512)))
+
+    def token_ids(self, examples: Sequence[TextExample]) -> list[tuple[list[int], list[int]]]:
+        """(input_ids, token_type_ids) per example; TextTooLongError names the first overlong one."""
+        encs = self.tokenizer.encode_batch([(e.text, e.text_pair) if e.text_pair is not None else e.text for e in examples])
+        out = []
+        for i, enc in enumerate(encs):
+            if len(enc.ids) > self.max_length:
+                raise TextTooLongError(
+                    f"example {i} has {len(enc.ids)} tokens, more than the model's maximum of {self.max_length}: shorten it"
+                )
+            out.append((enc.ids, enc.type_ids))
+        return out
+
+    @staticmethod
+    def pad(rows: Sequence[tuple[list[int], list[int]]]) -> dict[str, np.ndarray]:
+        """Right-pad token rows into int64 arrays input_ids, attention_mask, token_type_ids."""
+        width = max(len(ids) for ids, _ in rows)
+        feeds = {k: np.zeros((len(rows), width), dtype=np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}
+        for r, (ids, types) in enumerate(rows):
+            feeds["input_ids"][r, : len(ids)] = ids
+            feeds["attention_mask"][r, : len(ids)] = 1
+            feeds["token_type_ids"][r, : len(ids)] = types
+        return feeds
+
+    def __call__(self, examples: Sequence[TextExample]) -> dict[str, np.ndarray]:
+        return self.pad(self.token_ids(examples))

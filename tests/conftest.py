@@ -1,0 +1,52 @@
+"""Shared, generic fixtures: a tiny random BERT classifier and a ragged batch maker."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+TINY_VOCAB = 100
+TINY_LAYERS = 4
+
+
+@pytest.fixture(scope="session")
+def tiny_bert():
+    """A tiny randomly-initialised BertForSequenceClassification in eval mode (seeded, shared)."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=TINY_VOCAB,
+        hidden_size=32,
+        num_hidden_layers=TINY_LAYERS,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_labels=3,
+    )
+    return BertForSequenceClassification(config).eval()
+
+
+def ragged_batch(lengths, seed: int = 0, vocab_size: int = TINY_VOCAB, pad_to: int | None = None):
+    """(input_ids, attention_mask, token_type_ids), one row per length, padded right with mask 0.
+
+    Position 0 of every row is a CLS-like token (id 1), padding ids are 0, token_type_ids are 0 then 1
+    for the second half of each row.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    lengths = [int(n) for n in lengths]
+    seq = max(lengths) if pad_to is None else pad_to
+    input_ids = torch.zeros(len(lengths), seq, dtype=torch.long)
+    attention_mask = torch.zeros(len(lengths), seq, dtype=torch.long)
+    token_type_ids = torch.zeros(len(lengths), seq, dtype=torch.long)
+    for row, n in enumerate(lengths):
+        input_ids[row, :n] = torch.randint(2, vocab_size, (n,), generator=gen)
+        input_ids[row, 0] = 1
+        attention_mask[row, :n] = 1
+        token_type_ids[row, n // 2 : n] = 1
+    return input_ids, attention_mask, token_type_ids
+
+
+@pytest.fixture
+def make_ragged_batch():
+    """The `ragged_batch(lengths, seed=0, ...)` helper as a fixture."""
+    return ragged_batch
