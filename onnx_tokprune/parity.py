@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from onnx_tokprune.data.text import TextExample
 from onnx_tokprune.export.exporter import kept_output_name
 from onnx_tokprune.modeling import PrunedEncoder, wrap
-from onnx_tokprune.runtime.session import PrunedSession
+from onnx_tokprune.runtime.session import PrunedSession, original_positions
 
 DEFAULT_ATOL = 1e-4
 
@@ -139,7 +139,8 @@ def check_parity(
             with torch.no_grad():
                 ref = encoder(*args)
                 mref = masked(*args) if masked is not None else None
-            ort_out = session.run(feeds)
+            raw = session.run(feeds)
+            ort_out = {**raw, **original_positions(raw)}
             sides["torch"][0].append(ref.logits.numpy())
             sides["ort"][0].append(ort_out["logits"])
             for name, kept in zip(layers, ref.kept):

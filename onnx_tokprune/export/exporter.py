@@ -34,7 +34,8 @@ def kept_output_name(layer: int) -> str:
 
 
 class _Exportable(torch.nn.Module):
-    """Flattens PrunedOutput into a tuple (logits, kept_index_<l>...) for the exporter."""
+    """Flattens PrunedOutput into (logits, kept_index_<l>...): each layer's raw TokenPrune kept_index
+    (positions in that layer's input); `runtime.original_positions` composes them."""
 
     def __init__(self, encoder: PrunedEncoder) -> None:
         super().__init__()
@@ -42,7 +43,7 @@ class _Exportable(torch.nn.Module):
 
     def forward(self, input_ids, attention_mask, token_type_ids):
         out = self.encoder(input_ids, attention_mask, token_type_ids)
-        return (out.logits, *out.kept)
+        return (out.logits, *out.kept_index)
 
 
 def to_onnx(encoder: PrunedEncoder, opset: int = MIN_OPSET) -> onnx.ModelProto:
@@ -78,7 +79,7 @@ def to_onnx(encoder: PrunedEncoder, opset: int = MIN_OPSET) -> onnx.ModelProto:
         )
     model = onnx.load_from_string(buf.getvalue())
     if encoder.pruning_layers:
-        add_token_prune_function(model)
+        add_token_prune_function(model, encoder.config.rule)
     onnx.checker.check_model(model, full_check=True)
     return model
 

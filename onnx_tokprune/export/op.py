@@ -25,8 +25,14 @@ def _const(name: str, value, dtype) -> onnx.NodeProto:
     return helper.make_node("Constant", [], [name], value=helper.make_tensor(name, dtype, dims, vals))
 
 
-def token_prune_function(opset: int) -> onnx.FunctionProto:
-    """The FunctionProto of TokenPrune whose body uses the default domain at `opset`."""
+def token_prune_function(opset: int, rule: str | None = None) -> onnx.FunctionProto:
+    """The FunctionProto of TokenPrune whose body uses the default domain at `opset`.
+
+    `rule=None` gives the full rule (all three parameters apply). A model whose layers all use one
+    rule carries a body specialised to it ("threshold", "rank_bins" or "top_k"): the parameters the
+    rule does not use are the exporter's neutral constants (LayerRule.op_params), so the result is
+    the same with fewer nodes.
+    """
     n = helper.make_node
     nodes = [
         _const("zero", 0, TensorProto.INT64),
@@ -34,63 +40,77 @@ def token_prune_function(opset: int) -> onnx.FunctionProto:
         _const("minus_one", -1, TensorProto.INT64),
         _const("axis1", [1], TensorProto.INT64),
         _const("axis_last", [-1], TensorProto.INT64),
-        _const("idx1", [1], TensorProto.INT64),
-        _const("neg_inf", float("-inf"), TensorProto.FLOAT),
+        _const("zero_f", 0.0, TensorProto.FLOAT),
         # positions, CLS and the valid (kept, non-CLS) tokens
         n("Shape", ["score"], ["score_shape"]),
         n("Gather", ["score_shape", "one"], ["seq"]),
         n("Range", ["zero", "seq", "one"], ["pos"]),
+        n("Expand", ["pos", "score_shape"], ["pos_b"]),
         n("Equal", ["pos", "zero"], ["is_cls"]),
         n("Equal", ["mask", "one"], ["is_kept"]),
         n("Not", ["is_cls"], ["not_cls"]),
         n("And", ["is_kept", "not_cls"], ["valid"]),
+    ]
+    terms = []
+    if rule in (None, "rank_bins", "top_k"):
         # rank of each valid token by descending score; TopK breaks ties to the lower index
-        n("Where", ["valid", "score", "neg_inf"], ["ranked"]),
-        n("Reshape", ["seq", "idx1"], ["seq_1d"]),
-        n("TopK", ["ranked", "seq_1d"], ["sorted_vals", "order"], axis=1, largest=1, sorted=1),
-        n("Expand", ["pos", "score_shape"], ["pos_b"]),
-        n("ScatterElements", ["order", "order", "pos_b"], ["rank"], axis=1),
-        n("Cast", ["valid"], ["valid_i"], to=TensorProto.INT64),
-        n("ReduceSum", ["valid_i", "axis1"], ["count"], keepdims=1),
+        nodes += [
+            _const("neg_inf", float("-inf"), TensorProto.FLOAT),
+            _const("idx1", [1], TensorProto.INT64),
+            n("Where", ["valid", "score", "neg_inf"], ["ranked"]),
+            n("Reshape", ["seq", "idx1"], ["seq_1d"]),
+            n("TopK", ["ranked", "seq_1d"], ["sorted_vals", "order"], axis=1, largest=1, sorted=1),
+            n("ScatterElements", ["order", "order", "pos_b"], ["rank"], axis=1),
+            n("Cast", ["valid"], ["valid_i"], to=TensorProto.INT64),
+            n("ReduceSum", ["valid_i", "axis1"], ["count"], keepdims=1),
+        ]
+    if rule in (None, "rank_bins"):
         # rank bins: bin = floor(rank * NB / max(n, 1)), clipped for invalid tokens
-        n("Shape", ["bin_mask"], ["nbins"]),
-        n("Max", ["count", "one"], ["count_safe"]),
-        n("Mul", ["rank", "nbins"], ["rank_nb"]),
-        n("Div", ["rank_nb", "count_safe"], ["bin_raw"]),
-        n("Sub", ["nbins", "one"], ["last_bin"]),
-        n("Min", ["bin_raw", "last_bin"], ["bin"]),
-        n("Gather", ["bin_mask", "bin"], ["bin_keep_i"]),
-        n("Equal", ["bin_keep_i", "one"], ["bin_keep"]),
+        nodes += [
+            n("Shape", ["bin_mask"], ["nbins"]),
+            n("Max", ["count", "one"], ["count_safe"]),
+            n("Mul", ["rank", "nbins"], ["rank_nb"]),
+            n("Div", ["rank_nb", "count_safe"], ["bin_raw"]),
+            n("Sub", ["nbins", "one"], ["last_bin"]),
+            n("Min", ["bin_raw", "last_bin"], ["bin"]),
+            n("Gather", ["bin_mask", "bin"], ["bin_keep_i"]),
+            n("Equal", ["bin_keep_i", "one"], ["bin_keep"]),
+        ]
+        terms.append("bin_keep")
+    if rule in (None, "top_k"):
         # top-k: rank < ceil(keep_ratio * n)
-        n("Cast", ["count"], ["count_f"], to=TensorProto.FLOAT),
-        n("Mul", ["keep_ratio", "count_f"], ["k_f"]),
-        n("Ceil", ["k_f"], ["k_ceil"]),
-        n("Cast", ["k_ceil"], ["k"], to=TensorProto.INT64),
-        n("Less", ["rank", "k"], ["topk_keep"]),
-        # threshold: score >= threshold
-        n("Less", ["score", "threshold"], ["below"]),
-        n("Not", ["below"], ["thr_keep"]),
-        n("And", ["valid", "thr_keep"], ["keep_a"]),
-        n("And", ["keep_a", "bin_keep"], ["keep_b"]),
-        n("And", ["keep_b", "topk_keep"], ["keep_c"]),
+        nodes += [
+            n("Cast", ["count"], ["count_f"], to=TensorProto.FLOAT),
+            n("Mul", ["keep_ratio", "count_f"], ["k_f"]),
+            n("Ceil", ["k_f"], ["k_ceil"]),
+            n("Cast", ["k_ceil"], ["k"], to=TensorProto.INT64),
+            n("Less", ["rank", "k"], ["topk_keep"]),
+        ]
+        terms.append("topk_keep")
+    if rule in (None, "threshold"):
+        nodes.append(n("GreaterOrEqual", ["score", "threshold"], ["thr_keep"]))
+        terms.append("thr_keep")
+    current = "valid"
+    for i, term in enumerate(terms):
+        nodes.append(n("And", [current, term], [f"keep_{i}"]))
+        current = f"keep_{i}"
+    nodes += [
         n("And", ["is_cls", "is_kept"], ["cls_keep"]),
-        n("Or", ["keep_c", "cls_keep"], ["keep"]),
+        n("Or", [current, "cls_keep"], ["keep"]),
         # compaction: kept positions first, in order; K = the batch's largest kept count
         n("Cast", ["keep"], ["keep_i"], to=TensorProto.INT64),
         n("ReduceSum", ["keep_i", "axis1"], ["kept_count"], keepdims=0),
         n("ReduceMax", ["kept_count"], ["kmax"], keepdims=1),
-        n("Sub", ["one", "keep_i"], ["drop_i"]),
-        n("Mul", ["drop_i", "seq"], ["offset"]),
-        n("Add", ["pos_b", "offset"], ["sort_key"]),
+        n("Add", ["pos_b", "seq"], ["pos_late"]),
+        n("Where", ["keep", "pos_b", "pos_late"], ["sort_key"]),
         n("TopK", ["sort_key", "kmax"], ["key", "idx"], axis=1, largest=0, sorted=1),
         n("Less", ["key", "seq"], ["is_real"]),
         n("Cast", ["is_real"], ["mask_out"], to=TensorProto.INT64),
         n("Where", ["is_real", "idx", "minus_one"], ["kept_index"]),
         n("Unsqueeze", ["idx", "axis_last"], ["idx_3d"]),
         n("GatherND", ["hidden", "idx_3d"], ["gathered"], batch_dims=1),
-        n("Cast", ["is_real"], ["real_f"], to=TensorProto.FLOAT),
-        n("Unsqueeze", ["real_f", "axis_last"], ["real_3d"]),
-        n("Mul", ["gathered", "real_3d"], ["hidden_out"]),
+        n("Unsqueeze", ["is_real", "axis_last"], ["real_3d"]),
+        n("Where", ["real_3d", "gathered", "zero_f"], ["hidden_out"]),
     ]
     return helper.make_function(
         OP_DOMAIN,
@@ -103,11 +123,11 @@ def token_prune_function(opset: int) -> onnx.FunctionProto:
     )
 
 
-def add_token_prune_function(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Attach the TokenPrune function and its domain to a model that uses the op (in place)."""
+def add_token_prune_function(model: onnx.ModelProto, rule: str | None = None) -> onnx.ModelProto:
+    """Attach the TokenPrune function (specialised to `rule`, if given) and its domain (in place)."""
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     if not any(f.domain == OP_DOMAIN and f.name == OP_NAME for f in model.functions):
-        model.functions.append(token_prune_function(opset))
+        model.functions.append(token_prune_function(opset, rule))
     if not any(o.domain == OP_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(OP_DOMAIN, OP_VERSION))
     return model

@@ -24,6 +24,8 @@ class PrunedOutput(NamedTuple):
     kept: tuple[torch.Tensor, ...]
     """Per pruning layer: drop mode — original positions [B,K] (-1 = padding);
     mask mode — the keep mask [B,S] (1 = kept)."""
+    kept_index: tuple[torch.Tensor, ...] = ()
+    """Drop mode: per pruning layer, TokenPrune's kept_index (positions in that layer's input)."""
 
 
 def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -71,13 +73,19 @@ class PrunedEncoder(nn.Module):
         positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(mask)
         positions = torch.where(mask == 1, positions, torch.full_like(positions, -1))
         kept: list[torch.Tensor] = []
+        kept_index: list[torch.Tensor] = []
+        bias = additive_mask(mask, hidden.dtype)
         for index in range(self.num_layers):
-            hidden, mask, positions, record = self._layer(index, hidden, mask, positions)
+            hidden, mask, positions, record, raw = self._layer(index, hidden, mask, bias, positions)
+            if raw is not None or record is not None:
+                bias = additive_mask(mask, hidden.dtype)
             if record is not None:
                 kept.append(record)
-        return PrunedOutput(self.adapter.head(hidden), tuple(kept))
+            if raw is not None:
+                kept_index.append(raw)
+        return PrunedOutput(self.adapter.head(hidden), tuple(kept), tuple(kept_index))
 
-    def _layer(self, index, hidden, mask, positions):
+    def _layer(self, index, hidden, mask, bias, positions):
         query, key, value = self.adapter.attention_projections(index)
         batch = hidden.shape[0]
 
@@ -85,7 +93,7 @@ class PrunedEncoder(nn.Module):
             return x.view(batch, -1, self.num_heads, self.head_dim).transpose(1, 2)
 
         q, k, v = heads(query(hidden)), heads(key(hidden)), heads(value(hidden))
-        logits = torch.matmul(q, k.transpose(-1, -2)) * (self.head_dim**-0.5) + additive_mask(mask, q.dtype)
+        logits = torch.matmul(q, k.transpose(-1, -2)) * (self.head_dim**-0.5) + bias
         names = self._params.get(index)
         if names is None:
             probs = torch.softmax(logits, dim=-1)
@@ -95,7 +103,7 @@ class PrunedEncoder(nn.Module):
             probs = e / e.sum(dim=-1, keepdim=True)
         context = torch.matmul(self.adapter.attention_dropout(index)(probs), v)
         context = context.transpose(1, 2).reshape(batch, -1, self.num_heads * self.head_dim)
-        record = None
+        record = raw = None
         if names is not None:
             score = importance_score(probs, mask, self.config.normalizer_constant())
             if self.score_hook is not None:
@@ -105,11 +113,11 @@ class PrunedEncoder(nn.Module):
                 width = context.shape[-1]
                 pruned = token_prune(torch.cat([context, hidden], dim=-1), score, mask, *params)
                 context, hidden = pruned.hidden[..., :width], pruned.hidden[..., width:]
-                mask = pruned.mask
+                mask, raw = pruned.mask, pruned.kept_index
                 taken = torch.gather(positions, 1, pruned.kept_index.clamp(min=0))
                 positions = torch.where(pruned.kept_index >= 0, taken, torch.full_like(taken, -1))
                 record = positions
             else:
                 mask = keep_decision(score, mask, *params).long()
                 record = mask
-        return self.adapter.finish_layer(index, context, hidden), mask, positions, record
+        return self.adapter.finish_layer(index, context, hidden), mask, positions, record, raw

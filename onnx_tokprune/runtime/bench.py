@@ -82,8 +82,8 @@ def measure_latency(
     progress: bool = True,
 ) -> LatencyResult:
     """Time pruned vs unpruned vs oracle at batch 1 on `examples` (see module docstring)."""
-    pruned = PrunedSession(pruned_dir, threads=threads)
-    baseline = PrunedSession(baseline_dir, threads=threads)
+    pruned = PrunedSession(pruned_dir, threads=threads, spinning=False)
+    baseline = PrunedSession(baseline_dir, threads=threads, spinning=False)
     rows = pruned.text_encoder.token_ids(examples)
     shape = _shape(pruned)
     for row in rows[:warmup]:

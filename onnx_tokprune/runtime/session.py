@@ -32,12 +32,20 @@ class ArtifactError(ValueError):
     """An artifact directory that cannot be opened; the message says what to do."""
 
 
-def session_options(threads: int | None = None, kernel_library: str | os.PathLike | None = None) -> ort.SessionOptions:
-    """SessionOptions with fixed intra-op threads and, when given, the TokenPrune kernel registered."""
+def session_options(
+    threads: int | None = None, kernel_library: str | os.PathLike | None = None, spinning: bool = True
+) -> ort.SessionOptions:
+    """SessionOptions with fixed intra-op threads and, when given, the TokenPrune kernel registered.
+
+    `spinning=False` stops idle worker threads from busy-waiting: needed when several sessions
+    take turns in one process (benchmarks), or one session's spinning threads slow the next.
+    """
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if kernel_library:
         options.register_custom_ops_library(str(kernel_library))
     return options
@@ -46,7 +54,13 @@ def session_options(threads: int | None = None, kernel_library: str | os.PathLik
 class PrunedSession:
     """An artifact's onnxruntime session plus its tokenizer and labels."""
 
-    def __init__(self, artifact: str | os.PathLike, threads: int | None = None, kernel_library: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        artifact: str | os.PathLike,
+        threads: int | None = None,
+        kernel_library: str | os.PathLike | None = None,
+        spinning: bool = True,
+    ):
         self.path = Path(artifact)
         model_file = self.path / MODEL_FILE
         if not model_file.is_file():
@@ -54,7 +68,7 @@ class PrunedSession:
         kernel_library = kernel_library or os.environ.get(KERNEL_ENV) or None
         self.kernel_library = kernel_library
         self.session = ort.InferenceSession(
-            str(model_file), session_options(threads, kernel_library), providers=["CPUExecutionProvider"]
+            str(model_file), session_options(threads, kernel_library, spinning), providers=["CPUExecutionProvider"]
         )
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -85,6 +99,23 @@ class PrunedSession:
         probs /= probs.sum(-1, keepdims=True)
         best = probs.argmax(-1)
         return [{"label": self.id2label.get(int(b), str(int(b))), "score": float(p[b])} for b, p in zip(best, probs)]
+
+
+def original_positions(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Compose the graph's per-layer `kept_index_<l>` outputs into original token positions.
+
+    Each layer's kept_index points into the sequence that entered it; the result maps every
+    `kept_index_<l>` name to [B,K_l] positions in the input text (-1 = padding).
+    """
+    names = sorted((k for k in outputs if k.startswith("kept_index_")), key=lambda k: int(k.rsplit("_", 1)[1]))
+    result: dict[str, np.ndarray] = {}
+    previous: np.ndarray | None = None
+    for name in names:
+        index = outputs[name]
+        taken = index if previous is None else np.take_along_axis(previous, np.maximum(index, 0), axis=1)
+        previous = np.where(index >= 0, taken, -1)
+        result[name] = previous
+    return result
 
 
 def open_artifact(

@@ -1,0 +1,206 @@
+"""to_onnx / export_artifact on a tiny random BERT: the graph runs in plain onnxruntime and equals drop mode."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from conftest import ragged_batch
+from onnx_tokprune.config import CONFIG_NAME, LayerRule, PruneConfig
+from onnx_tokprune.export.exporter import (
+    MODEL_FILE,
+    ExportError,
+    count_token_prune,
+    export_artifact,
+    kept_output_name,
+    to_onnx,
+)
+from onnx_tokprune.io import OutputExistsError
+from onnx_tokprune.modeling import wrap
+from onnx_tokprune.scoring import OP_DOMAIN, OP_NAME
+
+OPSETS = (17, 18)
+LENGTHS = [12, 5, 30, 1, 17, 8, 25, 2]
+SINGLE_LENGTHS = (9, 40, 1)  # batch 1, longer and shorter than the exporter's example (16)
+
+CONFIGS = {
+    ("threshold", "fixed"): [LayerRule(0, threshold=0.0065), LayerRule(1, threshold=0.0072), LayerRule(3, threshold=0.0078)],
+    ("threshold", "length"): [LayerRule(1, threshold=0.035), LayerRule(3, threshold=0.05)],
+    ("rank_bins", "fixed"): [LayerRule(0, bin_mask=(1, 1, 0, 1, 0)), LayerRule(2, bin_mask=(1, 0, 1, 1, 0))],
+    ("rank_bins", "length"): [LayerRule(1, bin_mask=(1, 1, 1, 0, 1)), LayerRule(3, bin_mask=(0, 1, 1, 1, 1))],
+    ("top_k", "fixed"): [LayerRule(1, keep_ratio=0.6), LayerRule(2, keep_ratio=0.75)],
+    ("top_k", "length"): [LayerRule(0, keep_ratio=0.8), LayerRule(2, keep_ratio=0.5)],
+}
+CASES = [(rule, norm, opset) for (rule, norm) in sorted(CONFIGS) for opset in OPSETS]
+
+
+def make_config(rule: str, normalizer: str) -> PruneConfig:
+    return PruneConfig(rule=rule, layers=tuple(CONFIGS[rule, normalizer]), score_normalizer=normalizer)
+
+
+def plain_session(model: onnx.ModelProto) -> ort.InferenceSession:
+    """A session with nothing registered: TokenPrune must run as the model's own function."""
+    return ort.InferenceSession(model.SerializeToString(), ort.SessionOptions(), providers=["CPUExecutionProvider"])
+
+
+def feeds(batch):
+    return {name: t.numpy() for name, t in zip(("input_ids", "attention_mask", "token_type_ids"), batch)}
+
+
+def assert_matches_drop_mode(session, encoder, batch, where):
+    names = [o.name for o in session.get_outputs()]
+    got = dict(zip(names, session.run(None, feeds(batch))))
+    with torch.no_grad():
+        ref = encoder(*batch)
+    np.testing.assert_allclose(got["logits"], ref.logits.numpy(), rtol=0, atol=1e-5, err_msg=where)
+    assert names == ["logits", *(kept_output_name(layer) for layer in encoder.pruning_layers)]
+    for layer, kept in zip(encoder.pruning_layers, ref.kept):
+        out = got[kept_output_name(layer)]
+        assert out.dtype == np.int64
+        assert out.shape == tuple(kept.shape), f"{where} layer {layer}"
+        np.testing.assert_array_equal(out, kept.numpy(), err_msg=f"{where} layer {layer}")
+    return ref
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_bert):
+    """(rule, normalizer, opset) -> (drop-mode encoder, ONNX model, plain session), built once each."""
+    cache = {}
+
+    def get(rule, normalizer, opset):
+        key = (rule, normalizer, opset)
+        if key not in cache:
+            encoder = wrap(tiny_bert, make_config(rule, normalizer), mode="drop")
+            model = to_onnx(encoder, opset)
+            cache[key] = (encoder, model, plain_session(model))
+        return cache[key]
+
+    return get
+
+
+@pytest.mark.parametrize("rule, normalizer, opset", CASES, ids=lambda v: str(v))
+def test_export_matches_drop_mode(exported, rule, normalizer, opset):
+    encoder, model, session = exported(rule, normalizer, opset)
+    cfg = encoder.config
+    # the checker passes (to_onnx ran it; run it again on what we got)
+    onnx.checker.check_model(model, full_check=True)
+    assert count_token_prune(model) == len(cfg.layers)
+    assert [n.op_type for n in model.graph.node if n.domain == OP_DOMAIN] == [OP_NAME] * len(cfg.layers)
+    assert [(f.domain, f.name) for f in model.functions] == [(OP_DOMAIN, OP_NAME)]
+    assert {o.domain: o.version for o in model.opset_import}[""] == opset
+
+    # a ragged batch of 8
+    ref = assert_matches_drop_mode(session, encoder, ragged_batch(LENGTHS, seed=1), f"{rule}/{normalizer}/{opset} batch")
+    assert any(int((k >= 0).sum()) < sum(LENGTHS) for k in ref.kept), "nothing pruned: a weak test"
+    # batch 1 at different lengths
+    for n in SINGLE_LENGTHS:
+        assert_matches_drop_mode(session, encoder, ragged_batch([n], seed=n), f"{rule}/{normalizer}/{opset} length {n}")
+
+
+def test_unpruned_export(tiny_bert):
+    encoder = wrap(tiny_bert, None)
+    model = to_onnx(encoder, 17)
+    assert count_token_prune(model) == 0
+    assert not any(n.domain == OP_DOMAIN for n in model.graph.node)
+    assert len(model.functions) == 0
+    assert [o.name for o in model.graph.output] == ["logits"]
+    batch = ragged_batch(LENGTHS, seed=2)
+    (logits,) = plain_session(model).run(None, feeds(batch))
+    with torch.no_grad():
+        hf = tiny_bert(input_ids=batch[0], attention_mask=batch[1], token_type_ids=batch[2]).logits
+    np.testing.assert_allclose(logits, hf.numpy(), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("opset", [16, 19])
+def test_unsupported_opset(tiny_bert, opset):
+    with pytest.raises(ExportError, match=f"opset {opset}"):
+        to_onnx(wrap(tiny_bert, make_config("threshold", "fixed")), opset)
+
+
+def test_mask_mode_is_not_exported(tiny_bert):
+    with pytest.raises(ExportError, match="drop mode"):
+        to_onnx(wrap(tiny_bert, make_config("top_k", "fixed"), mode="mask"), 17)
+
+
+# ------------------------------------------------------------------------------------------ artifact
+
+
+@pytest.fixture
+def checkpoint_dir(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "vocab.txt").write_text("[PAD]\n[CLS]\n")
+    (ckpt / "unrelated.bin").write_bytes(b"x")
+    return ckpt
+
+
+def _hidden_entries(directory):
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith("."))
+
+
+def test_export_artifact(tiny_bert, tmp_path, checkpoint_dir):
+    cfg = make_config("rank_bins", "fixed")
+    encoder = wrap(tiny_bert, cfg)
+    out_parent = tmp_path / "artifacts"
+    output = out_parent / "tiny"
+    result = export_artifact(encoder, checkpoint_dir, output, opset=18)
+    assert result == output
+    assert sorted(p.name for p in output.iterdir()) == sorted([MODEL_FILE, "config.json", CONFIG_NAME, "vocab.txt"])
+    assert _hidden_entries(out_parent) == []
+
+    model = onnx.load(str(output / MODEL_FILE))
+    assert count_token_prune(model) == 2
+    manifest = json.loads((output / CONFIG_NAME).read_text())
+    assert manifest["rule"] == "rank_bins" and manifest["layers"] == cfg.to_json()["layers"]
+    # the manifest is still a loadable pruning config once the export section is dropped
+    assert PruneConfig.from_json({k: v for k, v in manifest.items() if k != "export"}) == cfg
+    export = manifest["export"]
+    assert export["token_prune_nodes"] == count_token_prune(model) == 2
+    assert export["opset"] == 18
+    assert export["pruning_layers"] == [0, 2]
+    assert export["op"] == {"domain": OP_DOMAIN, "name": OP_NAME, "version": 1}
+    assert export["outputs"] == ["logits", "kept_index_0", "kept_index_2"]
+    assert export["folded_parameters"]["2"]["bin_mask"] == [1, 0, 1, 1, 0]
+    hf = json.loads((output / "config.json").read_text())
+    assert hf["model_type"] == "bert" and hf["num_hidden_layers"] == 4
+    # the saved model runs and equals drop mode
+    assert_matches_drop_mode(plain_session(model), encoder, ragged_batch(LENGTHS, seed=3), "artifact")
+
+
+def test_export_artifact_refuses_existing_then_force(tiny_bert, tmp_path, checkpoint_dir):
+    encoder = wrap(tiny_bert, make_config("threshold", "fixed"))
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "marker.txt").write_text("keep me")
+    # the refusal is io.OutputExistsError (a FileExistsError), not ExportError, since the atomic-output refactor
+    with pytest.raises(OutputExistsError, match="--force"):
+        export_artifact(encoder, checkpoint_dir, output)
+    assert (output / "marker.txt").read_text() == "keep me"
+    assert _hidden_entries(tmp_path) == []
+
+    # a failing export with force leaves the old directory and no temp dir behind
+    with pytest.raises(ExportError):
+        export_artifact(encoder, checkpoint_dir, output, opset=16, force=True)
+    assert (output / "marker.txt").is_file()
+    assert _hidden_entries(tmp_path) == []
+
+    export_artifact(encoder, checkpoint_dir, output, force=True)
+    assert not (output / "marker.txt").exists()
+    assert (output / MODEL_FILE).is_file()
+    manifest = json.loads((output / CONFIG_NAME).read_text())
+    assert manifest["export"]["token_prune_nodes"] == 3 and manifest["export"]["opset"] == 17
+    assert _hidden_entries(tmp_path) == []
+
+
+def test_export_artifact_unpruned(tiny_bert, tmp_path, checkpoint_dir):
+    output = export_artifact(wrap(tiny_bert, None), checkpoint_dir, tmp_path / "plain")
+    manifest = json.loads((output / CONFIG_NAME).read_text())
+    assert manifest["layers"] == []
+    assert manifest["export"]["token_prune_nodes"] == 0 and manifest["export"]["pruning_layers"] == []
+    assert count_token_prune(onnx.load(str(output / MODEL_FILE))) == 0
+    assert _hidden_entries(tmp_path) == []
