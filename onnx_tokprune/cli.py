@@ -91,6 +91,9 @@ def calibrate_command(model, data_file, output, keep, target_flops, rule, layers
     _offline_defaults()
     if (keep is None) == (target_flops is None):
         raise click.UsageError("give exactly one of --keep or --flops")
+    for name, value in (("keep", keep), ("target FLOPs", target_flops)):
+        if value is not None and not 0 < value <= 1:
+            raise click.ClickException(f"{name} must be in (0, 1], got {value}")
     from onnx_tokprune.io import check_output_dir
 
     check_output_dir(Path(output), force)
@@ -184,6 +187,7 @@ def parity_command(model, artifact, data_file, samples, batch_sizes, atol, repor
     sizes = [int(b) for b in batch_sizes.split(",")]
     examples = read_texts(data_file, limit=samples or None)
     session = open_artifact(artifact)
+    session.text_encoder.token_ids(examples)
     encoder = load_pruned(model, "drop")
     result = check_parity(encoder, session, examples, sizes, atol)
     click.echo(result.table())

@@ -14,7 +14,8 @@ right after that layer's attention (DESIGN.md §2). Rules and their per-layer pa
 
 - ``threshold`` (LTP): ``threshold`` — keep j iff score >= threshold.
 - ``rank_bins`` (ToP): ``bin_mask`` — one 0/1 per rank bin; every layer has the same bin count.
-- ``top_k`` (calibration / static baselines): ``keep_ratio`` in (0, 1] — keep the top ceil(r * n).
+- ``top_k`` (calibration / static baselines): ``keep_ratio`` in (0, 1] — keep the top ceil(r * n)
+  (computed as ceil(r * n * (1 - 1e-6)) in float32, so 0.15 of 100 keeps 15).
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ class PruneConfig:
             raise ConfigError(
                 f"score_normalizer {self.score_normalizer!r} is unknown; use 'fixed' or 'length'"
             )
-        if not isinstance(self.normalizer_length, int) or self.normalizer_length < 1:
+        if isinstance(self.normalizer_length, bool) or not isinstance(self.normalizer_length, int) or self.normalizer_length < 1:
             raise ConfigError(f"normalizer_length must be a positive integer, got {self.normalizer_length!r}")
         if not self.layers:
             raise ConfigError("layers is empty: list at least one pruning layer")
@@ -115,7 +116,7 @@ class PruneConfig:
             raise ConfigError(f"{where}: threshold must be a finite number >= 0, got {r.threshold!r}")
         if r.keep_ratio is not None and not (0 < r.keep_ratio <= 1):
             raise ConfigError(f"{where}: keep_ratio must be in (0, 1], got {r.keep_ratio!r}")
-        if r.bin_mask is not None and (not r.bin_mask or any(b not in (0, 1) for b in r.bin_mask)):
+        if r.bin_mask is not None and (not r.bin_mask or any(type(b) is not int or b not in (0, 1) for b in r.bin_mask)):
             raise ConfigError(f"{where}: bin_mask must be a non-empty list of 0/1, got {list(r.bin_mask)!r}")
 
     @property

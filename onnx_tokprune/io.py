@@ -28,8 +28,14 @@ def atomic_output_dir(output: str | os.PathLike, force: bool = False) -> Iterato
     tmp = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.tmp"))
     try:
         yield tmp
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(tmp, output)
+        if output.is_dir() and not output.is_symlink():
+            old = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.old"))
+            os.replace(output, old / output.name)
+            os.replace(tmp, output)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            if output.exists() or output.is_symlink():
+                output.unlink()
+            os.replace(tmp, output)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

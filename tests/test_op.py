@@ -15,7 +15,7 @@ from onnx_tokprune.scoring import OP_DOMAIN, OP_NAME, OP_VERSION, token_prune_re
 OPSETS = (17, 18)
 
 
-def _one_node_model(opset: int) -> onnx.ModelProto:
+def _one_node_model(opset: int, body: str | None = None) -> onnx.ModelProto:
     inputs = [
         helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["B", "S", "D"]),
         helper.make_tensor_value_info("score", TensorProto.FLOAT, ["B", "S"]),
@@ -33,15 +33,28 @@ def _one_node_model(opset: int) -> onnx.ModelProto:
     graph = helper.make_graph([node], "token_prune_only", inputs, outputs)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
-    return add_token_prune_function(model)
+    return add_token_prune_function(model) if body is None else add_token_prune_function(model, body)
 
 
-@pytest.fixture(scope="module", params=OPSETS, ids=lambda o: f"opset{o}")
+_SESSIONS: dict = {}
+
+
+def get_session(opset: int, body: str | None = None) -> ort.InferenceSession:
+    """A plain session (nothing registered: onnxruntime inlines the function body), built once."""
+    key = (opset, body)
+    if key not in _SESSIONS:
+        model = _one_node_model(opset, body)
+        onnx.checker.check_model(model, full_check=True)
+        _SESSIONS[key] = ort.InferenceSession(
+            model.SerializeToString(), ort.SessionOptions(), providers=["CPUExecutionProvider"]
+        )
+    return _SESSIONS[key]
+
+
+@pytest.fixture(params=OPSETS, ids=lambda o: f"opset{o}")
 def session(request):
-    model = _one_node_model(request.param)
-    onnx.checker.check_model(model, full_check=True)
-    # plain session, nothing registered: onnxruntime must inline the function body
-    return ort.InferenceSession(model.SerializeToString(), ort.SessionOptions(), providers=["CPUExecutionProvider"])
+    """The full-rule body (all three parameters apply)."""
+    return get_session(request.param)
 
 
 def _run_both(session, hidden, score, mask, threshold, bin_mask, keep_ratio):
@@ -106,17 +119,21 @@ def _params_for(rule: str, score, mask, gen):
 
 
 RULES = ("threshold", "bins5", "bins25", "top_k", "all")
+# the body specialised to one rule (the exporter attaches it when every layer uses that rule)
+BODY = {"threshold": "threshold", "bins5": "rank_bins", "bins25": "rank_bins", "top_k": "top_k", "all": None}
+MATRIX = [(opset, rule, body) for opset in OPSETS for rule in RULES for body in sorted({None, BODY[rule]}, key=str)]
 
 
-@pytest.mark.parametrize("rule", RULES)
-def test_function_matches_reference_random(session, rule):
+@pytest.mark.parametrize("opset, rule, body", MATRIX, ids=lambda v: str(v))
+def test_function_matches_reference_random(opset, rule, body):
+    session = get_session(opset, body)
     gen = torch.Generator().manual_seed(1000 + RULES.index(rule))
     seen_removed = seen_ties = 0
     for case in range(40):
         hidden, score, mask = _random_case(gen)
         params = _params_for(rule, score, mask, gen)
         ref, got = _run_both(session, hidden, score, mask, *params)
-        _assert_equal(ref, got, f"rule={rule} case={case} shape={tuple(hidden.shape)} params={params}")
+        _assert_equal(ref, got, f"rule={rule} body={body} case={case} shape={tuple(hidden.shape)} params={params}")
         seen_removed += int(ref.mask.sum() < mask.sum())
         valid = score[mask == 1]
         seen_ties += int(valid.unique().numel() < valid.numel())
@@ -189,3 +206,9 @@ def test_function_proto_and_attach(opset):
     assert sum(1 for o in model.opset_import if o.domain == OP_DOMAIN) == 1
     # the body uses only standard ops
     assert all(node.domain in ("", "ai.onnx") for node in fn.node)
+    # a body specialised to one rule has the same interface and fewer nodes
+    for rule in ("threshold", "rank_bins", "top_k"):
+        special = token_prune_function(opset, rule)
+        assert list(special.input) == INPUTS and list(special.output) == OUTPUTS
+        assert len(special.node) < len(fn.node)
+        assert all(node.domain in ("", "ai.onnx") for node in special.node)

@@ -179,14 +179,11 @@ def test_top_k_keeps_ceil_r_n(seed):
             assert kept[1:] == sorted(others[:k])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="keep_ratio * n is computed in float32: ceil(float32(0.15) * 100) = 16, not ceil(0.15 * 100) = 15",
-)
-def test_top_k_ratio_not_representable_in_binary():
-    score = torch.rand(1, 101, generator=torch.Generator().manual_seed(0))
-    keep = keep_decision(score, torch.ones(1, 101, dtype=torch.long), *_params(keep_ratio=0.15))
-    assert int(keep.sum()) == 1 + 15
+@pytest.mark.parametrize("ratio, n", [(0.15, 100), (0.09, 300), (0.15, 200), (0.35, 20)])
+def test_top_k_ratio_not_representable_in_binary(ratio, n):
+    score = torch.rand(1, n + 1, generator=torch.Generator().manual_seed(0))
+    keep = keep_decision(score, torch.ones(1, n + 1, dtype=torch.long), *_params(keep_ratio=ratio))
+    assert int(keep.sum()) == 1 + round(ratio * n)
 
 
 # ------------------------------------------------------------------------------------------ compaction
@@ -220,6 +217,15 @@ def test_compaction_order_packing_and_padding():
     assert out2.kept_index.shape == (2, 4)
     assert out2.kept_index[1].tolist() == [0, 2, -1, -1]
     assert torch.equal(out2.hidden[1, 2:], torch.zeros(2, 4))
+
+
+def test_padding_is_zero_even_when_a_dropped_token_is_not_finite():
+    hidden = torch.ones(2, 3, 2)
+    hidden[1, 2] = float("inf")  # dropped from row 1; its index fills row 1's padding slot
+    score = torch.tensor([[0.0, 0.9, 0.9], [0.0, 0.9, 0.1]])
+    out = token_prune_reference(hidden, score, torch.ones(2, 3, dtype=torch.long), *_params(threshold=0.5))
+    assert out.kept_index.tolist() == [[0, 1, 2], [0, 1, -1]]
+    assert torch.equal(out.hidden[1, 2], torch.zeros(2))
 
 
 def test_removed_token_never_comes_back():

