@@ -33,8 +33,8 @@ def importance_score(probs: torch.Tensor, mask: torch.Tensor, normalizer: float 
     fixed N, or None for N = number of kept tokens of the row.
     """
     probs = probs.float()
-    rows = mask.to(probs.dtype)[:, None, :, None]
-    total = (probs * rows).sum(dim=(1, 2))
+    rows = mask.to(probs.dtype)[:, None, None, :]
+    total = torch.matmul(rows, probs).sum(dim=(1, 2))
     heads = probs.shape[1]
     if normalizer is None:
         return total / (mask.to(probs.dtype).sum(dim=1, keepdim=True) * heads)

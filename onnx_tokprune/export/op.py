@@ -48,13 +48,13 @@ def token_prune_function(opset: int, rule: str | None = None) -> onnx.FunctionPr
         n("Expand", ["pos", "score_shape"], ["pos_b"]),
         n("Equal", ["pos", "zero"], ["is_cls"]),
         n("Equal", ["mask", "one"], ["is_kept"]),
-        n("Not", ["is_cls"], ["not_cls"]),
-        n("And", ["is_kept", "not_cls"], ["valid"]),
     ]
     terms = []
     if rule in (None, "rank_bins", "top_k"):
-        # rank of each valid token by descending score; TopK breaks ties to the lower index
+        # rank of each valid (kept, non-CLS) token by descending score; TopK breaks ties to the lower index
         nodes += [
+            n("Not", ["is_cls"], ["not_cls"]),
+            n("And", ["is_kept", "not_cls"], ["valid"]),
             _const("neg_inf", float("-inf"), TensorProto.FLOAT),
             _const("idx1", [1], TensorProto.INT64),
             n("Where", ["valid", "score", "neg_inf"], ["ranked"]),
@@ -92,13 +92,14 @@ def token_prune_function(opset: int, rule: str | None = None) -> onnx.FunctionPr
     if rule in (None, "threshold"):
         nodes.append(n("GreaterOrEqual", ["score", "threshold"], ["thr_keep"]))
         terms.append("thr_keep")
-    current = "valid"
-    for i, term in enumerate(terms):
-        nodes.append(n("And", [current, term], [f"keep_{i}"]))
-        current = f"keep_{i}"
+    # keep = kept so far AND (CLS OR every term of the rule)
+    current = terms[0]
+    for i, term in enumerate(terms[1:]):
+        nodes.append(n("And", [current, term], [f"terms_{i}"]))
+        current = f"terms_{i}"
     nodes += [
-        n("And", ["is_cls", "is_kept"], ["cls_keep"]),
-        n("Or", [current, "cls_keep"], ["keep"]),
+        n("Or", [current, "is_cls"], ["keep_or_cls"]),
+        n("And", ["keep_or_cls", "is_kept"], ["keep"]),
         # compaction: kept positions first, in order; K = the batch's largest kept count
         n("Cast", ["keep"], ["keep_i"], to=TensorProto.INT64),
         n("ReduceSum", ["keep_i", "axis1"], ["kept_count"], keepdims=0),

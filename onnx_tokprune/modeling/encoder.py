@@ -36,8 +36,12 @@ def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 class PrunedEncoder(nn.Module):
     """Sequence classifier with token pruning after the configured layers."""
 
-    def __init__(self, adapter, config: PruneConfig | None, mode: str = "drop") -> None:
+    def __init__(self, adapter, config: PruneConfig | None, mode: str = "drop", explicit_softmax: bool = False) -> None:
+        """`explicit_softmax` writes scoring layers' softmax as exp/sum: onnxruntime's transformer
+        optimizer rejects a Softmax with a second consumer (the score), DESIGN.md §4. A plain
+        session runs one Softmax node faster, so it is off unless that optimizer will run."""
         super().__init__()
+        self.explicit_softmax = explicit_softmax
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.adapter = adapter
@@ -95,12 +99,11 @@ class PrunedEncoder(nn.Module):
         q, k, v = heads(query(hidden)), heads(key(hidden)), heads(value(hidden))
         logits = torch.matmul(q, k.transpose(-1, -2)) * (self.head_dim**-0.5) + bias
         names = self._params.get(index)
-        if names is None:
-            probs = torch.softmax(logits, dim=-1)
-        else:
-            # exp/sum instead of Softmax: onnxruntime's optimizer rejects a Softmax with a second consumer.
+        if names is not None and self.explicit_softmax:
             e = torch.exp(logits - logits.amax(dim=-1, keepdim=True))
             probs = e / e.sum(dim=-1, keepdim=True)
+        else:
+            probs = torch.softmax(logits, dim=-1)
         context = torch.matmul(self.adapter.attention_dropout(index)(probs), v)
         context = context.transpose(1, 2).reshape(batch, -1, self.num_heads * self.head_dim)
         record = raw = None
