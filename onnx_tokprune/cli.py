@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 from pathlib import Path
 
 import click
+import numpy as np
 
 from onnx_tokprune.config import ConfigError
 from onnx_tokprune.data.text import DataError
@@ -30,15 +32,17 @@ def user_errors(func):
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         from onnx_tokprune.calibrate import CalibrationError
+        from onnx_tokprune.data.glue import TaskError
         from onnx_tokprune.export.exporter import ExportError
         from onnx_tokprune.modeling import CheckpointError
         from onnx_tokprune.parity import ParityError
+        from onnx_tokprune.training.common import TrainingError
 
         try:
             return func(*args, **kwargs)
         except ParityError as e:
             raise click.ClickException(f"parity failed: {type(e).__name__}: {e}") from None
-        except (*USER_ERRORS, CalibrationError, ExportError, CheckpointError) as e:
+        except (*USER_ERRORS, CalibrationError, ExportError, CheckpointError, TaskError, TrainingError) as e:
             raise click.ClickException(str(e).splitlines()[0]) from None
 
     return wrapper
@@ -219,6 +223,142 @@ def bench_command(artifact, baseline, data_files, samples, threads, repeats, jso
     if json_out:
         _write_json(json_out, to_json(results))
 
+
+
+def _recipe_defaults(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Eager --recipe: a JSON file of option defaults (keys = option names with '_'); flags still win."""
+    if value:
+        try:
+            data = json.loads(Path(value).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise click.BadParameter(f"cannot read recipe {value}: {e}") from None
+        known = {p.name for p in ctx.command.params}
+        unknown = set(data) - known - {"comment"}
+        if unknown:
+            raise click.BadParameter(f"recipe {value} has unknown option(s) {sorted(unknown)}")
+        ctx.default_map = {**(ctx.default_map or {}), **{k: v for k, v in data.items() if k != "comment"}}
+    return value
+
+
+def _recipe_option(func):
+    return click.option(
+        "--recipe", type=click.Path(), is_eager=True, expose_value=False, callback=_recipe_defaults,
+        help="JSON file of option defaults (models/*.json); options given on the command line win.",
+    )(func)
+
+
+def _data_dir_option(func):
+    return click.option(
+        "--data-dir", default=lambda: os.environ.get("TOKPRUNE_DATA"), show_default="$TOKPRUNE_DATA",
+        help="Local GLUE directory (<Task>/train.tsv, dev.tsv); unset: datasets.load_dataset('glue', task).",
+    )(func)
+
+
+def _train_options(func):
+    for option in reversed([
+        click.option("--task", required=True, help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte."),
+        click.option("--output", required=True, type=click.Path(), help="Checkpoint directory to write."),
+        click.option("--max-train-samples", type=int, help="Seeded random subset of the training set."),
+        click.option("--max-length", type=int, default=128, show_default=True, help="Training truncation length."),
+        click.option("--batch-size", type=int, default=32, show_default=True),
+        click.option("--seed", type=int, default=42, show_default=True),
+        click.option("--force", is_flag=True, help="Replace --output if it exists."),
+    ]):
+        func = option(func)
+    return _data_dir_option(_recipe_option(func))
+
+
+@main.group("train")
+def train_group() -> None:
+    """Fine-tune a baseline, or train a pruning method (LTP)."""
+    _offline_defaults()
+
+
+@train_group.command("finetune")
+@click.option("--model", required=True, help="Pretrained checkpoint directory or hub name.")
+@click.option("--epochs", type=float, default=3.0, show_default=True)
+@click.option("--lr", type=float, default=5e-5, show_default=True)
+@_train_options
+@user_errors
+def finetune_command(model, task, output, data_dir, max_train_samples, max_length, batch_size, seed, force, epochs, lr):
+    """Baseline fine-tuning (HF Trainer): the teacher and starting point for LTP and ToP."""
+    from onnx_tokprune.data.glue import get_task
+    from onnx_tokprune.io import check_output_dir
+    from onnx_tokprune.training.common import TrainSettings
+    from onnx_tokprune.training.finetune import finetune
+
+    get_task(task)
+    check_output_dir(Path(output), force)
+    settings = TrainSettings(epochs=epochs, learning_rate=lr, batch_size=batch_size, seed=seed)
+    metrics = finetune(model, task, output, settings, data_dir, max_train_samples, max_length, force)
+    click.echo(f"wrote {output}; dev: " + ", ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items()))
+
+
+@train_group.command("ltp")
+@click.option("--model", required=True, type=click.Path(), help="Fine-tuned checkpoint directory for the task.")
+@click.option("--lambda", "lam", type=float, default=0.15, show_default=True, help="Weight of the soft-mask regulariser.")
+@click.option("--temperature", type=float, default=1e-3, show_default=True, help="Soft-mask temperature T.")
+@click.option("--threshold-lr", type=float, default=1e-4, show_default=True, help="Learning rate of the thresholds.")
+@click.option("--final-threshold", type=float, default=0.01, show_default=True, help="Initial threshold of the last layer.")
+@click.option("--soft-epochs", type=float, default=1.0, show_default=True)
+@click.option("--soft-lr", type=float, default=2e-5, show_default=True)
+@click.option("--hard-epochs", type=float, default=1.0, show_default=True)
+@click.option("--hard-lr", type=float, default=1e-5, show_default=True)
+@_train_options
+@user_errors
+def ltp_command(model, task, output, data_dir, max_train_samples, max_length, batch_size, seed, force, lam, temperature, threshold_lr, final_threshold, soft_epochs, soft_lr, hard_epochs, hard_lr):
+    """Learned Token Pruning: soft thresholds, then a hard stage; writes a checkpoint with tokprune.json."""
+    from onnx_tokprune.data.glue import get_task
+    from onnx_tokprune.io import check_output_dir
+    from onnx_tokprune.modeling import read_model_type
+    from onnx_tokprune.training.common import TrainSettings
+    from onnx_tokprune.training.ltp import LTPSettings, train_ltp
+
+    get_task(task)
+    read_model_type(model)
+    check_output_dir(Path(output), force)
+    settings = LTPSettings(
+        lam=lam, temperature=temperature, threshold_lr=threshold_lr, final_threshold=final_threshold,
+        soft=TrainSettings(epochs=soft_epochs, learning_rate=soft_lr, batch_size=batch_size, seed=seed),
+        hard=TrainSettings(epochs=hard_epochs, learning_rate=hard_lr, batch_size=batch_size, seed=seed),
+    )
+    settings.check()
+    config, metrics = train_ltp(model, task, output, settings, data_dir, max_train_samples, max_length, force)
+    thresholds = ", ".join(f"L{r.layer}: {r.threshold:.4g}" for r in config.layers)
+    click.echo(f"wrote {output}; thresholds {thresholds}; dev (drop mode): " + ", ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items()))
+
+
+@main.command("eval")
+@click.option("--model", required=True, type=click.Path(), help="Checkpoint directory, or an artifact directory (model.onnx).")
+@click.option("--artifact", type=click.Path(), help="Also evaluate this artifact beside the checkpoint.")
+@click.option("--task", required=True, help="GLUE task.")
+@click.option("--modes", default="drop,mask", show_default=True, help="PyTorch modes for a checkpoint.")
+@click.option("--json", "json_out", type=click.Path(), help="Also write the results as JSON here.")
+@_data_dir_option
+@user_errors
+def eval_command(model, artifact, task, modes, json_out, data_dir):
+    """Full-dev metric, kept tokens per layer, analytic and counted FLOPs, relative FLOPs."""
+    from onnx_tokprune.data.glue import get_task
+    from onnx_tokprune.evaluate import eval_table, evaluate_artifact, evaluate_checkpoint
+    from onnx_tokprune.modeling import read_model_type
+
+    get_task(task)
+    results = []
+    if (Path(model) / "model.onnx").is_file():
+        results.append(evaluate_artifact(model, task, data_dir))
+    else:
+        read_model_type(model)
+        results += evaluate_checkpoint(model, task, data_dir, tuple(m for m in modes.split(",") if m))
+    if artifact:
+        results.append(evaluate_artifact(artifact, task, data_dir))
+    click.echo(eval_table(results))
+    reference = next((r for r in results if r.source == "pytorch-drop"), None)
+    onnx_result = next((r for r in results if r.source == "onnxruntime"), None)
+    if reference is not None and onnx_result is not None and reference.predictions:
+        same = np.mean(np.equal(reference.predictions, onnx_result.predictions))
+        click.echo(f"onnxruntime vs pytorch-drop prediction agreement: {100 * same:.2f}% of {reference.examples}")
+    if json_out:
+        _write_json(json_out, [r.to_json() for r in results])
 
 
 if __name__ == "__main__":

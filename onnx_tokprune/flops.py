@@ -5,8 +5,10 @@ tokens leave before the output projection and the FFN) costs, in FLOPs (2 per mu
 
     QKV 6*n_in*D^2 + scores and context 4*n_in^2*D + output projection 2*n_out*D^2 + FFN 4*n_out*D*I
 
-The pooler and classifier add 2*D^2 + 2*D*C. Embedding lookups, LayerNorm, softmax and GELU are left
-out (a few percent at these shapes, identical in both models being compared).
+A pruning layer also scores its tokens (the kept-row sum of the attention probabilities, one
+[1,S]x[S,S] product per head): 2*H*n_in^2. The pooler and classifier add 2*D^2 + 2*D*C. Embedding
+lookups, LayerNorm, softmax and GELU are left out (a few percent at these shapes, identical in both
+models being compared). These are exactly the matrix products `torch.utils.flop_counter` counts.
 """
 
 from __future__ import annotations
@@ -21,14 +23,18 @@ class EncoderShape:
     intermediate: int
     layers: int
     labels: int = 2
+    heads: int = 12
 
     @classmethod
     def from_hf(cls, config) -> EncoderShape:
-        return cls(config.hidden_size, config.intermediate_size, config.num_hidden_layers, getattr(config, "num_labels", 2))
+        get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
+        labels = get("num_labels") or len(get("id2label") or {}) or 2
+        return cls(get("hidden_size"), get("intermediate_size"), get("num_hidden_layers"), labels, get("num_attention_heads", 12))
 
-    def layer_flops(self, n_in: float, n_out: float) -> float:
+    def layer_flops(self, n_in: float, n_out: float, scoring: bool = False) -> float:
         d, i = self.hidden, self.intermediate
-        return 6 * n_in * d * d + 4 * n_in * n_in * d + 2 * n_out * d * d + 4 * n_out * d * i
+        score = 2 * self.heads * n_in * n_in if scoring else 0
+        return 6 * n_in * d * d + 4 * n_in * n_in * d + 2 * n_out * d * d + 4 * n_out * d * i + score
 
     def head_flops(self) -> float:
         return 2 * self.hidden * self.hidden + 2 * self.hidden * self.labels
@@ -38,7 +44,7 @@ class EncoderShape:
         total, n = self.head_flops(), float(length)
         for layer in range(self.layers):
             n_out = kept.get(layer, n) if kept else n
-            total += self.layer_flops(n, n_out)
+            total += self.layer_flops(n, n_out, scoring=bool(kept) and layer in kept)
             n = n_out
         return total
 

@@ -33,10 +33,10 @@ def read_model_type(model_dir: str | os.PathLike) -> dict:
     return hf
 
 
-def wrap(model, config: PruneConfig | None, mode: str = "drop") -> PrunedEncoder:
+def wrap(model, config: PruneConfig | None, mode: str = "drop", **kwargs) -> PrunedEncoder:
     """Wrap a loaded HF sequence classifier into a PrunedEncoder (eval mode)."""
     adapter = ADAPTERS[model.config.model_type](model)
-    return PrunedEncoder(adapter, config, mode).eval()
+    return PrunedEncoder(adapter, config, mode, **kwargs).eval()
 
 
 def load_pruned(

@@ -1,8 +1,11 @@
 """The pruned encoder: an HF classifier's forward re-implemented with TokenPrune between layers.
 
-Two modes over the same weights and decisions (DESIGN.md §2):
+Modes over the same weights and decisions (DESIGN.md §2):
 - ``drop``: removed tokens leave the tensors (the ground truth the ONNX graph must match);
-- ``mask``: the papers' simulation, full length with removed tokens masked out of attention.
+- ``mask``: the papers' simulation, full length with removed tokens masked out of attention;
+- ``soft``: LTP's soft stage (threshold rule only): thresholds are trainable parameters and each
+  pruning layer's output is multiplied by sigmoid((score - threshold) / temperature) per token
+  (CLS 1, padding 0); nothing is removed or masked.
 """
 
 from __future__ import annotations
@@ -16,14 +19,14 @@ from torch import nn
 from onnx_tokprune.config import PruneConfig
 from onnx_tokprune.scoring import importance_score, keep_decision, token_prune
 
-MODES = ("drop", "mask")
+MODES = ("drop", "mask", "soft")
 
 
 class PrunedOutput(NamedTuple):
     logits: torch.Tensor
     kept: tuple[torch.Tensor, ...]
     """Per pruning layer: drop mode — original positions [B,K] (-1 = padding);
-    mask mode — the keep mask [B,S] (1 = kept)."""
+    mask mode — the keep mask [B,S] (1 = kept); soft mode — the soft mask [B,S] in [0, 1]."""
     kept_index: tuple[torch.Tensor, ...] = ()
     """Drop mode: per pruning layer, TokenPrune's kept_index (positions in that layer's input)."""
 
@@ -36,7 +39,14 @@ def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 class PrunedEncoder(nn.Module):
     """Sequence classifier with token pruning after the configured layers."""
 
-    def __init__(self, adapter, config: PruneConfig | None, mode: str = "drop", explicit_softmax: bool = False) -> None:
+    def __init__(
+        self,
+        adapter,
+        config: PruneConfig | None,
+        mode: str = "drop",
+        explicit_softmax: bool = False,
+        temperature: float = 1e-3,
+    ) -> None:
         """`explicit_softmax` writes scoring layers' softmax as exp/sum: onnxruntime's transformer
         optimizer rejects a Softmax with a second consumer (the score), DESIGN.md §4. A plain
         session runs one Softmax node faster, so it is off unless that optimizer will run."""
@@ -44,6 +54,9 @@ class PrunedEncoder(nn.Module):
         self.explicit_softmax = explicit_softmax
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if mode == "soft" and (config is None or config.rule != "threshold"):
+            raise ValueError("soft mode needs a threshold-rule config (LTP)")
+        self.temperature = temperature
         self.adapter = adapter
         self.model = adapter.model
         self.config = config
@@ -60,7 +73,10 @@ class PrunedEncoder(nn.Module):
         for rule in config.layers if config is not None else ():
             thr, bins, ratio = rule.op_params()
             names = tuple(f"prune{rule.layer}_{n}" for n in ("threshold", "bin_mask", "keep_ratio"))
-            self.register_buffer(names[0], torch.tensor(thr, dtype=torch.float32), persistent=False)
+            if mode == "soft":
+                self.register_parameter(names[0], nn.Parameter(torch.tensor(thr, dtype=torch.float32)))
+            else:
+                self.register_buffer(names[0], torch.tensor(thr, dtype=torch.float32), persistent=False)
             self.register_buffer(names[1], torch.tensor(bins, dtype=torch.int64), persistent=False)
             self.register_buffer(names[2], torch.tensor(ratio, dtype=torch.float32), persistent=False)
             self._params[rule.layer] = names
@@ -81,7 +97,7 @@ class PrunedEncoder(nn.Module):
         bias = additive_mask(mask, hidden.dtype)
         for index in range(self.num_layers):
             hidden, mask, positions, record, raw = self._layer(index, hidden, mask, bias, positions)
-            if raw is not None or record is not None:
+            if raw is not None or (record is not None and self.mode == "mask"):
                 bias = additive_mask(mask, hidden.dtype)
             if record is not None:
                 kept.append(record)
@@ -120,7 +136,16 @@ class PrunedEncoder(nn.Module):
                 taken = torch.gather(positions, 1, pruned.kept_index.clamp(min=0))
                 positions = torch.where(pruned.kept_index >= 0, taken, torch.full_like(taken, -1))
                 record = positions
-            else:
+            elif self.mode == "mask":
                 mask = keep_decision(score, mask, *params).long()
                 record = mask
+            else:
+                soft = torch.sigmoid((score - params[0]) / self.temperature) * mask.to(score.dtype)
+                soft = torch.cat([torch.ones_like(soft[:, :1]), soft[:, 1:]], dim=1)
+                out = self.adapter.finish_layer(index, context, hidden) * soft.unsqueeze(-1).to(hidden.dtype)
+                return out, mask, positions, soft, raw
         return self.adapter.finish_layer(index, context, hidden), mask, positions, record, raw
+
+    def thresholds(self) -> dict[int, float]:
+        """Current threshold per pruning layer (the learned values in soft mode)."""
+        return {layer: float(getattr(self, names[0]).detach()) for layer, names in self._params.items()}

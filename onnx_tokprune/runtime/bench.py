@@ -63,8 +63,7 @@ def _time(session: PrunedSession, feeds: dict[str, np.ndarray], repeats: int) ->
 
 
 def _shape(session: PrunedSession) -> EncoderShape:
-    config = json.loads((session.path / "config.json").read_text())
-    return EncoderShape(config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"], len(config.get("id2label", {})) or 2)
+    return EncoderShape.from_hf(json.loads((session.path / "config.json").read_text()))
 
 
 def _kept_counts(outputs: dict[str, np.ndarray]) -> dict[int, float]:

@@ -1,0 +1,136 @@
+"""Task metric, kept tokens and FLOPs of a pruned model: PyTorch drop mode, mask mode, ONNX artifact.
+
+Every model is run at batch 1 on the full dev split, tokenized with the checkpoint's own
+tokenizer.json (no truncation), so FLOPs are per sentence without padding:
+- analytic FLOPs: `flops.EncoderShape` from the tokens each layer kept;
+- counted FLOPs (drop mode): `torch.utils.flop_counter.FlopCounterMode` over the actual run.
+The two must agree; relative FLOPs = pruned / unpruned analytic FLOPs on the same sentences.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from onnx_tokprune.data.metrics import compute_metrics, main_metric
+from onnx_tokprune.data.text import TextExample
+from onnx_tokprune.flops import EncoderShape
+from onnx_tokprune.runtime.text_encoder import TextEncoder
+
+
+@dataclass
+class EvalResult:
+    task: str
+    source: str
+    examples: int
+    metrics: dict[str, float]
+    main_metric: str
+    mean_tokens: float
+    kept_tokens: dict[str, float] = field(default_factory=dict)
+    analytic_gflops: float = 0.0
+    counted_gflops: float | None = None
+    relative_flops: float = 1.0
+    predictions: list[int] = field(default_factory=list, repr=False)
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data.pop("predictions")
+        return data
+
+
+def dev_examples(task: str, data_dir: str | None) -> tuple[list[TextExample], np.ndarray]:
+    """The full dev split of `task` as text examples and labels."""
+    from onnx_tokprune.data.glue import load_split
+
+    dev = load_split(task, "dev", data_dir)
+    pairs = dev["text_b"] if "text_b" in dev.column_names else [None] * len(dev)
+    return [TextExample(a, b) for a, b in zip(dev["text_a"], pairs)], np.asarray(dev["label"])
+
+
+def _result(task, source, logits, labels, lengths, kept, shape, counted=None) -> EvalResult:
+    analytic = [shape.flops(n, k) for n, k in zip(lengths, kept)]
+    unpruned = sum(shape.flops(n) for n in lengths)
+    layers = sorted({layer for k in kept for layer in k})
+    return EvalResult(
+        task=task,
+        source=source,
+        examples=len(lengths),
+        metrics=compute_metrics(task, logits, labels),
+        main_metric=main_metric(task),
+        mean_tokens=float(np.mean(lengths)),
+        kept_tokens={str(layer): float(np.mean([k[layer] for k in kept])) for layer in layers},
+        analytic_gflops=sum(analytic) / len(lengths) / 1e9,
+        counted_gflops=None if counted is None else counted / len(lengths) / 1e9,
+        relative_flops=sum(analytic) / unpruned,
+        predictions=np.asarray(logits).argmax(-1).tolist() if np.asarray(logits).shape[-1] > 1 else [],
+    )
+
+
+def evaluate_checkpoint(
+    model_dir: str | os.PathLike, task: str, data_dir: str | None = None, modes=("drop", "mask"), progress: bool = True
+) -> list[EvalResult]:
+    """Evaluate a checkpoint dir (with or without tokprune.json) in the given PyTorch modes."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from onnx_tokprune.modeling import load_pruned, wrap
+
+    examples, labels = dev_examples(task, data_dir)
+    encoder = load_pruned(model_dir, "drop", require_config=False)
+    rows = TextEncoder.from_dir(model_dir).token_ids(examples)
+    shape = EncoderShape.from_hf(encoder.model.config)
+    results = []
+    for mode in modes if encoder.config is not None else ("drop",):
+        model = encoder if mode == "drop" else wrap(encoder.model, encoder.config, mode)
+        logits, kept, lengths = [], [], []
+        counter = FlopCounterMode(display=False) if mode == "drop" else None
+        with torch.no_grad(), counter if counter is not None else nullcontext():
+            for row in tqdm(rows, desc=f"eval {task} pytorch-{mode}", disable=not progress):
+                feeds = {k: torch.from_numpy(v) for k, v in TextEncoder.pad([row]).items()}
+                out = model(feeds["input_ids"], feeds["attention_mask"], feeds["token_type_ids"])
+                logits.append(out.logits.numpy()[0])
+                lengths.append(len(row[0]))
+                counts = [int((k >= 0).sum()) if mode == "drop" else int(k.sum()) for k in out.kept]
+                kept.append(dict(zip(model.pruning_layers, counts)))
+        counted = counter.get_total_flops() if counter is not None else None
+        results.append(_result(task, f"pytorch-{mode}", np.stack(logits), labels, lengths, kept, shape, counted))
+    return results
+
+
+def evaluate_artifact(artifact: str | os.PathLike, task: str, data_dir: str | None = None, progress: bool = True) -> EvalResult:
+    """Evaluate an ONNX artifact in onnxruntime (batch 1, kept tokens from its kept_index outputs)."""
+    from onnx_tokprune.runtime.session import PrunedSession
+
+    examples, labels = dev_examples(task, data_dir)
+    session = PrunedSession(artifact)
+    rows = session.text_encoder.token_ids(examples)
+    shape = EncoderShape.from_hf(json.loads((Path(artifact) / "config.json").read_text()))
+    logits, kept, lengths = [], [], []
+    for row in tqdm(rows, desc=f"eval {task} onnxruntime", disable=not progress):
+        out = session.run(session.text_encoder.pad([row]))
+        logits.append(out["logits"][0])
+        lengths.append(len(row[0]))
+        kept.append({int(k.rsplit("_", 1)[1]): int((v >= 0).sum()) for k, v in out.items() if k.startswith("kept_index_")})
+    return _result(task, "onnxruntime", np.stack(logits), labels, lengths, kept, shape)
+
+
+def eval_table(results: list[EvalResult]) -> str:
+    """Markdown table for people."""
+    lines = [
+        "| source | task | examples | metric | mean tokens | kept tokens per pruning layer | GFLOPs (analytic) | GFLOPs (counted) | relative FLOPs |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        kept = ", ".join(f"L{k}: {v:.1f}" for k, v in r.kept_tokens.items()) or "—"
+        counted = "—" if r.counted_gflops is None else f"{r.counted_gflops:.4f}"
+        metric = f"{r.main_metric} {100 * r.metrics[r.main_metric]:.2f}"
+        lines.append(
+            f"| {r.source} | {r.task} | {r.examples} | {metric} | {r.mean_tokens:.1f} | {kept} | {r.analytic_gflops:.4f} | {counted} | {r.relative_flops:.3f} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Training: baseline fine-tuning and the pruning methods (LTP; ToP later)."""

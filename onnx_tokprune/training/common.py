@@ -1,0 +1,162 @@
+"""What every training method shares: data, the loss wrapper, the HF Trainer run, checkpoint writing."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from onnx_tokprune.config import PruneConfig
+from onnx_tokprune.io import atomic_output_dir
+
+
+class TrainingError(ValueError):
+    """Training cannot start with these inputs; the message says what to change."""
+
+
+@dataclass
+class TrainSettings:
+    """Hyperparameters of one Trainer run."""
+
+    epochs: float = 3.0
+    learning_rate: float = 2e-5
+    batch_size: int = 32
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.1
+    seed: int = 42
+    logging_steps: int = 50
+
+    def check(self) -> None:
+        if self.epochs <= 0 or self.learning_rate <= 0 or self.batch_size < 1:
+            raise TrainingError("epochs, learning rate and batch size must be positive")
+
+
+class ClassifierObjective(nn.Module):
+    """Task loss (cross-entropy, or MSE for regression) plus an optional extra term.
+
+    `model` maps (input_ids, attention_mask, token_type_ids) to an object with `.logits`;
+    `extra(output, attention_mask)` adds e.g. LTP's mask regulariser.
+    """
+
+    def __init__(self, model: nn.Module, num_labels: int, extra=None) -> None:
+        super().__init__()
+        self.model = model
+        self.num_labels = num_labels
+        self.extra = extra
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None):
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        logits = out.logits
+        result: dict[str, Any] = {"logits": logits}
+        if labels is not None:
+            if self.num_labels == 1:
+                loss = nn.functional.mse_loss(logits.squeeze(-1), labels.float())
+            else:
+                loss = nn.functional.cross_entropy(logits, labels.long())
+            if self.extra is not None:
+                loss = loss + self.extra(out, attention_mask)
+            result["loss"] = loss
+        return result
+
+
+def load_task_data(task: str, tokenizer, data_dir: str | None, max_train_samples: int | None, max_length: int, seed: int):
+    """(spec, tokenized train, tokenized dev) for a GLUE task; dev is always the full split."""
+    from onnx_tokprune.data.glue import get_task, load_split, tokenize_split
+
+    spec = get_task(task)
+    train = tokenize_split(load_split(spec.name, "train", data_dir, max_train_samples, seed), tokenizer, max_length)
+    dev = tokenize_split(load_split(spec.name, "dev", data_dir), tokenizer, max_length)
+    return spec, train, dev
+
+
+def check_num_labels(model, spec) -> None:
+    if model.config.num_labels != spec.num_labels:
+        raise TrainingError(
+            f"the checkpoint classifies {model.config.num_labels} labels but task {spec.name} has {spec.num_labels}: "
+            "fine-tune a checkpoint for this task first (tokprune-train finetune)"
+        )
+
+
+def run_trainer(
+    objective: nn.Module,
+    train_dataset,
+    tokenizer,
+    settings: TrainSettings,
+    extra_param_groups: list[dict] | None = None,
+    frozen: tuple[nn.Parameter, ...] = (),
+):
+    """Train `objective` with the HF Trainer (progress bar, CPU or GPU, torchrun-ready); returns it."""
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    settings.check()
+    grouped = {id(p) for g in extra_param_groups or () for p in g["params"]} | {id(p) for p in frozen}
+    weights = [p for p in objective.parameters() if p.requires_grad and id(p) not in grouped]
+    groups = [{"params": weights, "lr": settings.learning_rate, "weight_decay": settings.weight_decay}]
+    groups += extra_param_groups or []
+    optimizer = torch.optim.AdamW(groups, lr=settings.learning_rate)
+    with tempfile.TemporaryDirectory(prefix="tokprune-trainer-") as scratch:
+        args = TrainingArguments(
+            output_dir=scratch,
+            num_train_epochs=settings.epochs,
+            per_device_train_batch_size=settings.batch_size,
+            learning_rate=settings.learning_rate,
+            **_warmup(TrainingArguments, settings.warmup_ratio),
+            weight_decay=settings.weight_decay,
+            seed=settings.seed,
+            logging_steps=settings.logging_steps,
+            save_strategy="no",
+            eval_strategy="no",
+            report_to="none",
+            remove_unused_columns=True,
+        )
+        trainer = Trainer(
+            model=objective,
+            args=args,
+            train_dataset=train_dataset,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            optimizers=(optimizer, None),
+        )
+        trainer.train()
+        return trainer
+
+
+def _warmup(arguments_class, ratio: float) -> dict[str, float]:
+    """transformers 4.x takes `warmup_ratio`; 5.x takes a float < 1 in `warmup_steps` as the ratio."""
+    import inspect
+
+    if "warmup_ratio" in inspect.signature(arguments_class.__init__).parameters:
+        return {"warmup_ratio": ratio}
+    return {"warmup_steps": ratio}
+
+
+def predict(model: nn.Module, dataset, tokenizer, batch_size: int = 64) -> np.ndarray:
+    """Logits of `model` (HF classifier or PrunedEncoder) on a tokenized dataset, in order."""
+    from transformers import DataCollatorWithPadding
+
+    collate = DataCollatorWithPadding(tokenizer)
+    columns = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in dataset.column_names]
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(dataset), batch_size):
+            batch = collate([{c: dataset[i][c] for c in columns} for i in range(start, min(start + batch_size, len(dataset)))])
+            device = next(model.parameters()).device
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+            out.append(logits.float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def save_checkpoint(model, tokenizer, output: str | os.PathLike, config: PruneConfig | None = None, force: bool = False) -> Path:
+    """HF files (+ tokprune.json) into `output`, atomically."""
+    with atomic_output_dir(output, force) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if config is not None:
+            config.save(tmp)
+    return Path(output)

@@ -1,0 +1,128 @@
+"""Learned Token Pruning (Kim et al., KDD'22): soft thresholds, then a hard stage.
+
+Soft stage: every layer gets a trainable threshold, initialised as LTP does
+(theta_l = final_threshold * (l + 1) / L), and its output is multiplied by
+sigmoid((score - theta_l) / T). Loss = task loss + lambda * sum_l mean(soft mask_l) over real tokens.
+Thresholds are their own parameter group with their own learning rate.
+
+Hard stage: thresholds frozen; the mask-mode model (tokens whose score falls below the threshold
+are masked from then on, exactly what the exported graph removes) fine-tunes the weights.
+Layers whose learned threshold ends at or below 0 do not prune and are left out of tokprune.json.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+from onnx_tokprune.config import LayerRule, PruneConfig
+from onnx_tokprune.data.metrics import compute_metrics
+from onnx_tokprune.modeling import wrap
+from onnx_tokprune.training.common import (
+    ClassifierObjective,
+    TrainingError,
+    TrainSettings,
+    check_num_labels,
+    load_task_data,
+    predict,
+    run_trainer,
+    save_checkpoint,
+)
+
+
+@dataclass
+class LTPSettings:
+    """LTP's knobs (defaults: the paper's / reference code's values)."""
+
+    lam: float = 0.15
+    temperature: float = 1e-3
+    threshold_lr: float = 1e-4
+    final_threshold: float = 0.01
+    normalizer_length: int = 128
+    soft: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=1.0, learning_rate=2e-5))
+    hard: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=1.0, learning_rate=1e-5))
+
+    def check(self) -> None:
+        if not 0 <= self.lam <= 10:
+            raise TrainingError(f"lambda must be in [0, 10], got {self.lam}")
+        if not 0 < self.temperature <= 1:
+            raise TrainingError(f"temperature must be in (0, 1], got {self.temperature}")
+        if self.threshold_lr <= 0 or self.final_threshold <= 0:
+            raise TrainingError("threshold learning rate and final threshold must be positive")
+
+
+def initial_config(num_layers: int, settings: LTPSettings) -> PruneConfig:
+    """LTP's starting point: thresholds rising linearly to `final_threshold` at the last layer."""
+    rules = tuple(LayerRule(layer, threshold=settings.final_threshold * (layer + 1) / num_layers) for layer in range(num_layers))
+    return PruneConfig(rule="threshold", method="ltp", layers=rules, normalizer_length=settings.normalizer_length)
+
+
+def mask_regularizer(lam: float):
+    """lambda * sum over pruning layers of the mean soft mask over real (non-padding) tokens."""
+
+    def term(output, attention_mask):
+        real = attention_mask.to(output.kept[0].dtype)
+        return lam * sum((soft * real).sum() / real.sum() for soft in output.kept)
+
+    return term
+
+
+def learned_config(thresholds: dict[int, float], settings: LTPSettings, provenance: dict) -> PruneConfig:
+    rules = tuple(LayerRule(layer, threshold=value) for layer, value in sorted(thresholds.items()) if value > 0)
+    if not rules:
+        raise TrainingError("every learned threshold ended at or below 0 (nothing prunes): raise --lambda")
+    return PruneConfig(
+        rule="threshold", method="ltp", layers=rules, normalizer_length=settings.normalizer_length, provenance=provenance
+    )
+
+
+def train_ltp(
+    model_dir: str,
+    task: str,
+    output: str | os.PathLike,
+    settings: LTPSettings,
+    data_dir: str | None = None,
+    max_train_samples: int | None = None,
+    max_length: int = 128,
+    force: bool = False,
+) -> tuple[PruneConfig, dict[str, float]]:
+    """Run both LTP stages from a fine-tuned checkpoint; save the result; return (config, dev metrics)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    settings.check()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    spec, train, dev = load_task_data(task, tokenizer, data_dir, max_train_samples, max_length, settings.soft.seed)
+    check_num_labels(model, spec)
+    torch.manual_seed(settings.soft.seed)
+
+    soft = wrap(model, initial_config(model.config.num_hidden_layers, settings), "soft", temperature=settings.temperature)
+    thresholds = [p for name, p in soft.named_parameters() if name.endswith("_threshold")]
+    groups = [{"params": thresholds, "lr": settings.threshold_lr, "weight_decay": 0.0}]
+    trainer = run_trainer(
+        ClassifierObjective(soft, spec.num_labels, mask_regularizer(settings.lam)), train, tokenizer, settings.soft, groups
+    )
+    provenance = {
+        "tool": "tokprune-train ltp",
+        "task": spec.name,
+        "base": str(model_dir),
+        "lambda": settings.lam,
+        "temperature": settings.temperature,
+        "threshold_lr": settings.threshold_lr,
+        "final_threshold_init": settings.final_threshold,
+        "soft_epochs": settings.soft.epochs,
+        "hard_epochs": settings.hard.epochs,
+        "max_train_samples": max_train_samples,
+        "learned_thresholds": {str(k): v for k, v in soft.thresholds().items()},
+    }
+    config = learned_config(soft.thresholds(), settings, provenance)
+
+    hard = wrap(model, config, "mask")
+    trainer = run_trainer(ClassifierObjective(hard, spec.num_labels), train, tokenizer, settings.hard)
+    metrics = compute_metrics(spec.name, predict(wrap(model, config, "drop"), dev, tokenizer, batch_size=1), dev["labels"])
+    config.provenance["dev_metrics_drop"] = metrics
+    if trainer.is_world_process_zero():
+        save_checkpoint(model, tokenizer, output, config, force)
+    return config, metrics

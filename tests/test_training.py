@@ -1,0 +1,109 @@
+"""Seconds-long smoke run of the training side: finetune -> LTP -> export -> eval on a tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import glue_dir
+from onnx_tokprune.cli import eval_command, export_command, main
+
+
+@pytest.fixture(scope="module")
+def small_glue(tmp_path_factory):
+    """A GLUE directory with the first 48 rows of the real SST-2 train and dev files."""
+    source = glue_dir()
+    if source is None:
+        pytest.skip("needs ../shared/data/glue")
+    root = tmp_path_factory.mktemp("glue")
+    for task, rows in (("SST-2", 48),):
+        (root / task).mkdir()
+        for split in ("train", "dev"):
+            lines = (source / task / f"{split}.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+            (root / task / f"{split}.tsv").write_text("".join(lines[: rows + 1]), encoding="utf-8")
+    return root
+
+
+def invoke(args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def ltp_checkpoint(tiny_checkpoint, small_glue, tmp_path_factory):
+    out = tmp_path_factory.mktemp("train")
+    common = ["--task", "sst2", "--data-dir", small_glue, "--batch-size", 16, "--max-length", 64]
+    invoke(["train", "finetune", "--model", tiny_checkpoint, "--output", out / "ft", "--epochs", 1, *common])
+    result = invoke(
+        ["train", "ltp", "--model", out / "ft", "--output", out / "ltp", "--lambda", 0.5, "--temperature", 1e-3,
+         "--threshold-lr", 1e-3, "--soft-epochs", 2, "--hard-epochs", 1, *common]
+    )
+    assert "thresholds L" in result.output
+    return out / "ltp"
+
+
+def test_ltp_checkpoint_has_learned_thresholds(ltp_checkpoint):
+    config = json.loads((ltp_checkpoint / "tokprune.json").read_text())
+    assert config["method"] == "ltp" and config["rule"] == "threshold"
+    learned = config["provenance"]["learned_thresholds"]
+    initial = {str(layer): 0.01 * (layer + 1) / 4 for layer in range(4)}
+    assert set(learned) == set(initial)
+    assert any(abs(learned[k] - initial[k]) > 1e-5 for k in learned), "thresholds did not move"
+    assert all(layer["threshold"] > 0 for layer in config["layers"])
+
+
+def test_export_and_eval_agree(ltp_checkpoint, small_glue, tmp_path):
+    artifact = tmp_path / "art"
+    result = CliRunner().invoke(export_command, ["--model", str(ltp_checkpoint), "--output", str(artifact)])
+    assert result.exit_code == 0, result.output
+    report = tmp_path / "eval.json"
+    result = CliRunner().invoke(
+        eval_command,
+        ["--model", str(ltp_checkpoint), "--artifact", str(artifact), "--task", "sst2", "--data-dir", str(small_glue), "--json", str(report)],
+    )
+    assert result.exit_code == 0, result.output
+    assert "prediction agreement: 100.00% of 48" in result.output
+    rows = {r["source"]: r for r in json.loads(report.read_text())}
+    assert set(rows) == {"pytorch-drop", "pytorch-mask", "onnxruntime"}
+    drop = rows["pytorch-drop"]
+    assert drop["counted_gflops"] == pytest.approx(drop["analytic_gflops"], rel=1e-9)
+    assert rows["onnxruntime"]["analytic_gflops"] == pytest.approx(drop["analytic_gflops"], rel=1e-9)
+    assert rows["onnxruntime"]["metrics"] == drop["metrics"]
+    assert rows["pytorch-mask"]["kept_tokens"] == drop["kept_tokens"]
+
+
+def test_eval_of_unpruned_baseline_counts_full_flops(tiny_checkpoint, small_glue):
+    result = CliRunner().invoke(eval_command, ["--model", str(tiny_checkpoint), "--task", "sst2", "--data-dir", str(small_glue)])
+    assert result.exit_code == 0, result.output
+    assert "| pytorch-drop | sst2 | 48 |" in result.output and "| 1.000 |" in result.output
+    assert "pytorch-mask" not in result.output  # no tokprune.json: only the unpruned drop-mode run
+
+
+def test_ltp_rejects_checkpoint_with_wrong_label_count(tiny_checkpoint, small_glue, tmp_path):
+    import shutil
+
+    from transformers import AutoConfig, BertForSequenceClassification
+
+    bad = tmp_path / "three"
+    config = AutoConfig.from_pretrained(tiny_checkpoint, num_labels=3)
+    BertForSequenceClassification(config).save_pretrained(bad)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy2(tiny_checkpoint / name, bad / name)
+    result = CliRunner().invoke(
+        main, ["train", "ltp", "--model", str(bad), "--task", "sst2", "--output", str(tmp_path / "o"), "--data-dir", str(small_glue)]
+    )
+    assert result.exit_code != 0 and "classifies 3 labels but task sst2 has 2" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--task", "nope"], "nope"),
+    (["--task", "sst2", "--lambda", "-1"], "lambda must be in [0, 10]"),
+    (["--task", "sst2", "--temperature", "0"], "temperature must be in (0, 1]"),
+])
+def test_ltp_bad_arguments(tiny_checkpoint, tmp_path, args, message):
+    result = CliRunner().invoke(main, ["train", "ltp", "--model", str(tiny_checkpoint), "--output", str(tmp_path / "o"), *args])
+    assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
