@@ -1,8 +1,8 @@
 """Training-free pruning: per-layer thresholds (or top-k ratios) from score statistics.
 
-The kept fraction of non-CLS tokens falls linearly over the pruning layers, reaching `keep` after
-the last one: after the i-th of P pruning layers, c_i = 1 - (1 - keep) * (i + 1) / P of the tokens
-remain. With a FLOPs target, `keep` is solved so that the analytic FLOPs of that schedule, over the
+The kept fraction of non-CLS tokens falls over the pruning layers, reaching `keep` after the last
+one: after the i-th of P pruning layers, c_i = 1 - (1 - keep) * (i + 1) / P of the tokens remain
+(linear, the default) or c_i = keep ** ((i + 1) / P) (geometric: reaches lower FLOPs). With a FLOPs target, `keep` is solved so that the analytic FLOPs of that schedule, over the
 calibration sentences' lengths, equal the target.
 
 Thresholds are chosen layer by layer on the calibration sentences with the earlier layers already
@@ -43,30 +43,43 @@ def default_layers(num_layers: int) -> list[int]:
     return list(range(1, num_layers - 1)) if num_layers > 2 else list(range(num_layers))
 
 
-def keep_schedule(keep: float, count: int) -> list[float]:
-    """Cumulative kept fraction after each of `count` pruning layers, ending at `keep`."""
+SCHEDULES = ("linear", "geometric")
+
+
+def keep_schedule(keep: float, count: int, schedule: str = "linear") -> list[float]:
+    """Cumulative kept fraction after each of `count` pruning layers, ending at `keep`.
+
+    linear: 1 - (1 - keep) * (i + 1) / count; geometric: keep ** ((i + 1) / count) (the same
+    fraction removed at every layer: prunes earlier, so it reaches lower FLOPs).
+    """
+    if schedule == "geometric":
+        return [keep ** ((i + 1) / count) for i in range(count)]
     return [1 - (1 - keep) * (i + 1) / count for i in range(count)]
 
 
-def schedule_flops(shape: EncoderShape, lengths: Sequence[int], layers: Sequence[int], keep: float) -> float:
-    """Relative FLOPs of the linear schedule over sentences of these lengths."""
-    sched = keep_schedule(keep, len(layers))
+def schedule_flops(
+    shape: EncoderShape, lengths: Sequence[int], layers: Sequence[int], keep: float, schedule: str = "linear"
+) -> float:
+    """Relative FLOPs of the schedule over sentences of these lengths."""
+    sched = keep_schedule(keep, len(layers), schedule)
     kept = [{layer: 1 + c * (n - 1) for layer, c in zip(layers, sched)} for n in lengths]
     return relative_flops(shape, lengths, kept)
 
 
-def solve_keep(shape: EncoderShape, lengths: Sequence[int], layers: Sequence[int], target: float) -> float:
+def solve_keep(
+    shape: EncoderShape, lengths: Sequence[int], layers: Sequence[int], target: float, schedule: str = "linear"
+) -> float:
     """The `keep` whose schedule meets a relative-FLOPs target (bisection)."""
-    lowest = schedule_flops(shape, lengths, layers, 0.0)
+    lowest = schedule_flops(shape, lengths, layers, 1e-9 if schedule == "geometric" else 0.0, schedule)
     if not lowest <= target <= 1:
         raise CalibrationError(
             f"relative FLOPs {target} cannot be reached with pruning layers {list(layers)}: "
-            f"the range is [{lowest:.3f}, 1]; add earlier pruning layers or raise the target"
+            f"the range is [{lowest:.3f}, 1]; add earlier pruning layers, use --schedule geometric or raise the target"
         )
     lo, hi = 0.0, 1.0
     for _ in range(50):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if schedule_flops(shape, lengths, layers, mid) < target else (lo, mid)
+        lo, hi = (mid, hi) if schedule_flops(shape, lengths, layers, mid, schedule) < target else (lo, mid)
     return (lo + hi) / 2
 
 
@@ -134,10 +147,13 @@ def calibrate(
     normalizer_length: int = 128,
     batch_size: int = 32,
     progress: bool = True,
+    schedule: str = "linear",
 ) -> CalibrationResult:
     """Choose per-layer decision parameters for `model` from calibration `examples`."""
     if (keep is None) == (target_flops is None):
         raise CalibrationError("give exactly one of keep (kept-token fraction) or target_flops (relative FLOPs)")
+    if schedule not in SCHEDULES:
+        raise CalibrationError(f"schedule {schedule!r} is unknown; use one of {', '.join(SCHEDULES)}")
     if rule not in CALIBRATION_RULES:
         raise CalibrationError(f"rule {rule!r} cannot be calibrated; use one of {', '.join(CALIBRATION_RULES)}")
     num_layers = model.config.num_hidden_layers
@@ -150,10 +166,10 @@ def calibrate(
     if target_flops is not None:
         if not 0 < target_flops <= 1:
             raise CalibrationError(f"target FLOPs must be in (0, 1], got {target_flops}")
-        keep = solve_keep(shape, [len(r[0]) for r in rows], layers, target_flops)
+        keep = solve_keep(shape, [len(r[0]) for r in rows], layers, target_flops, schedule)
     if not 0 < keep <= 1:
         raise CalibrationError(f"keep must be in (0, 1], got {keep}")
-    sched = keep_schedule(keep, len(layers))
+    sched = keep_schedule(keep, len(layers), schedule)
     steps = [c / p for c, p in zip(sched, [1.0, *sched[:-1]])]
     base = dict(rule=rule, method="calibrated", score_normalizer=score_normalizer, normalizer_length=normalizer_length)
     chosen: list[LayerRule] = []
@@ -168,6 +184,7 @@ def calibrate(
         "tool": "tokprune-calibrate",
         "keep": keep,
         "target_flops": target_flops,
+        "schedule_kind": schedule,
         "schedule": dict(zip(map(str, layers), sched)),
         "samples": len(rows),
     }

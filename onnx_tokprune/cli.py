@@ -83,6 +83,7 @@ def main() -> None:
 @click.option("--flops", "target_flops", type=float, help="Target relative FLOPs instead of --keep.")
 @click.option("--rule", type=click.Choice(["threshold", "top_k"]), default="threshold", show_default=True)
 @click.option("--layers", help="Pruning layers, comma-separated (default: all but the first and last).")
+@click.option("--schedule", type=click.Choice(["linear", "geometric"]), default="linear", show_default=True, help="How the kept fraction falls over the pruning layers.")
 @click.option("--normalizer", type=click.Choice(["fixed", "length"]), default="fixed", show_default=True)
 @click.option("--normalizer-length", type=int, default=128, show_default=True, help="N of the fixed score normaliser.")
 @click.option("--samples", type=int, default=256, show_default=True, help="Calibration sentences read from --data.")
@@ -90,7 +91,7 @@ def main() -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for a newly initialised head.")
 @click.option("--force", is_flag=True, help="Replace --output if it exists.")
 @user_errors
-def calibrate_command(model, data_file, output, keep, target_flops, rule, layers, normalizer, normalizer_length, samples, num_labels, seed, force):
+def calibrate_command(model, data_file, output, keep, target_flops, rule, layers, schedule, normalizer, normalizer_length, samples, num_labels, seed, force):
     """Choose per-layer thresholds (or top-k ratios) from score statistics; no training."""
     _offline_defaults()
     if (keep is None) == (target_flops is None):
@@ -132,6 +133,7 @@ def calibrate_command(model, data_file, output, keep, target_flops, rule, layers
         layers=_layers(layers),
         score_normalizer=normalizer,
         normalizer_length=normalizer_length,
+        schedule=schedule,
     )
     result.config.provenance.update({"model": str(model), "data": str(data_file)})
     with atomic_output_dir(output, force) as tmp:
@@ -300,13 +302,14 @@ def finetune_command(model, task, output, data_dir, max_train_samples, max_lengt
 @click.option("--temperature", type=float, default=1e-3, show_default=True, help="Soft-mask temperature T.")
 @click.option("--threshold-lr", type=float, default=1e-4, show_default=True, help="Learning rate of the thresholds.")
 @click.option("--final-threshold", type=float, default=0.01, show_default=True, help="Initial threshold of the last layer.")
+@click.option("--init-flops", type=float, help="Start from thresholds calibrated to this relative FLOPs instead.")
 @click.option("--soft-epochs", type=float, default=1.0, show_default=True)
 @click.option("--soft-lr", type=float, default=2e-5, show_default=True)
 @click.option("--hard-epochs", type=float, default=1.0, show_default=True)
 @click.option("--hard-lr", type=float, default=1e-5, show_default=True)
 @_train_options
 @user_errors
-def ltp_command(model, task, output, data_dir, max_train_samples, max_length, batch_size, seed, force, lam, temperature, threshold_lr, final_threshold, soft_epochs, soft_lr, hard_epochs, hard_lr):
+def ltp_command(model, task, output, data_dir, max_train_samples, max_length, batch_size, seed, force, lam, temperature, threshold_lr, final_threshold, init_flops, soft_epochs, soft_lr, hard_epochs, hard_lr):
     """Learned Token Pruning: soft thresholds, then a hard stage; writes a checkpoint with tokprune.json."""
     from onnx_tokprune.data.glue import get_task
     from onnx_tokprune.io import check_output_dir
@@ -318,7 +321,7 @@ def ltp_command(model, task, output, data_dir, max_train_samples, max_length, ba
     read_model_type(model)
     check_output_dir(Path(output), force)
     settings = LTPSettings(
-        lam=lam, temperature=temperature, threshold_lr=threshold_lr, final_threshold=final_threshold,
+        lam=lam, temperature=temperature, threshold_lr=threshold_lr, final_threshold=final_threshold, init_flops=init_flops,
         soft=TrainSettings(epochs=soft_epochs, learning_rate=soft_lr, batch_size=batch_size, seed=seed),
         hard=TrainSettings(epochs=hard_epochs, learning_rate=hard_lr, batch_size=batch_size, seed=seed),
     )

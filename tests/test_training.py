@@ -107,3 +107,16 @@ def test_ltp_rejects_checkpoint_with_wrong_label_count(tiny_checkpoint, small_gl
 def test_ltp_bad_arguments(tiny_checkpoint, tmp_path, args, message):
     result = CliRunner().invoke(main, ["train", "ltp", "--model", str(tiny_checkpoint), "--output", str(tmp_path / "o"), *args])
     assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
+
+
+def test_ltp_can_start_from_calibrated_thresholds(ltp_checkpoint, small_glue, tmp_path):
+    out = tmp_path / "ltp_cal"
+    invoke(
+        ["train", "ltp", "--model", ltp_checkpoint, "--output", out, "--init-flops", 0.6, "--soft-epochs", 1, "--hard-epochs", 1,
+         "--task", "sst2", "--data-dir", small_glue, "--batch-size", 16, "--max-length", 64]
+    )
+    provenance = json.loads((out / "tokprune.json").read_text())["provenance"]
+    initial = provenance["initial_thresholds"]
+    assert provenance["init_flops"] == 0.6 and set(initial) == {"0", "1", "2", "3"}
+    linear = [0.01 * (layer + 1) / 4 for layer in range(4)]
+    assert [initial[str(layer)] for layer in range(4)] != pytest.approx(linear)

@@ -1,7 +1,9 @@
 """Learned Token Pruning (Kim et al., KDD'22): soft thresholds, then a hard stage.
 
 Soft stage: every layer gets a trainable threshold, initialised as LTP does
-(theta_l = final_threshold * (l + 1) / L), and its output is multiplied by
+(theta_l = final_threshold * (l + 1) / L) or, with `init_flops`, by calibration to a relative-FLOPs
+target (our addition: LTP's 0.01 suits BERT-base padded to 128, not every model), and its output is
+multiplied by
 sigmoid((score - theta_l) / T). Loss = task loss + lambda * sum_l mean(soft mask_l) over real tokens.
 Thresholds are their own parameter group with their own learning rate.
 
@@ -40,6 +42,9 @@ class LTPSettings:
     temperature: float = 1e-3
     threshold_lr: float = 1e-4
     final_threshold: float = 0.01
+    init_flops: float | None = None
+    """Start from thresholds calibrated to this relative FLOPs (tokprune-calibrate on 256 training
+    sentences, all layers, geometric schedule) instead of LTP's linear `final_threshold` ramp."""
     normalizer_length: int = 128
     soft: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=1.0, learning_rate=2e-5))
     hard: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=1.0, learning_rate=1e-5))
@@ -51,12 +56,32 @@ class LTPSettings:
             raise TrainingError(f"temperature must be in (0, 1], got {self.temperature}")
         if self.threshold_lr <= 0 or self.final_threshold <= 0:
             raise TrainingError("threshold learning rate and final threshold must be positive")
+        if self.init_flops is not None and not 0 < self.init_flops <= 1:
+            raise TrainingError(f"init FLOPs must be in (0, 1], got {self.init_flops}")
 
 
 def initial_config(num_layers: int, settings: LTPSettings) -> PruneConfig:
     """LTP's starting point: thresholds rising linearly to `final_threshold` at the last layer."""
     rules = tuple(LayerRule(layer, threshold=settings.final_threshold * (layer + 1) / num_layers) for layer in range(num_layers))
     return PruneConfig(rule="threshold", method="ltp", layers=rules, normalizer_length=settings.normalizer_length)
+
+
+def calibrated_config(model, tokenizer, task: str, data_dir: str | None, settings: LTPSettings) -> PruneConfig:
+    """Thresholds for every layer calibrated to `settings.init_flops` on 256 training sentences."""
+    from onnx_tokprune.calibrate import calibrate
+    from onnx_tokprune.data.glue import load_split
+    from onnx_tokprune.data.text import TextExample
+    from onnx_tokprune.runtime.text_encoder import TextEncoder
+
+    split = load_split(task, "train", data_dir, max_samples=256, seed=settings.soft.seed)
+    pairs = split["text_b"] if "text_b" in split.column_names else [None] * len(split)
+    examples = [TextExample(a, b) for a, b in zip(split["text_a"], pairs)]
+    encoder = TextEncoder(tokenizer.backend_tokenizer, model.config.max_position_embeddings)
+    result = calibrate(
+        model, encoder, examples, target_flops=settings.init_flops, layers=range(model.config.num_hidden_layers),
+        normalizer_length=settings.normalizer_length, progress=False, schedule="geometric",
+    )
+    return PruneConfig(rule="threshold", method="ltp", layers=result.config.layers, normalizer_length=settings.normalizer_length)
 
 
 def mask_regularizer(lam: float):
@@ -98,7 +123,11 @@ def train_ltp(
     check_num_labels(model, spec)
     torch.manual_seed(settings.soft.seed)
 
-    soft = wrap(model, initial_config(model.config.num_hidden_layers, settings), "soft", temperature=settings.temperature)
+    if settings.init_flops is not None:
+        start = calibrated_config(model.eval(), tokenizer, spec.name, data_dir, settings)
+    else:
+        start = initial_config(model.config.num_hidden_layers, settings)
+    soft = wrap(model, start, "soft", temperature=settings.temperature)
     thresholds = [p for name, p in soft.named_parameters() if name.endswith("_threshold")]
     groups = [{"params": thresholds, "lr": settings.threshold_lr, "weight_decay": 0.0}]
     trainer = run_trainer(
@@ -111,7 +140,8 @@ def train_ltp(
         "lambda": settings.lam,
         "temperature": settings.temperature,
         "threshold_lr": settings.threshold_lr,
-        "final_threshold_init": settings.final_threshold,
+        "initial_thresholds": {str(r.layer): r.threshold for r in start.layers},
+        "init_flops": settings.init_flops,
         "soft_epochs": settings.soft.epochs,
         "hard_epochs": settings.hard.epochs,
         "max_train_samples": max_train_samples,
