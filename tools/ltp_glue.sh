@@ -15,3 +15,4 @@ for task in ${TASKS:-sst2 mrpc}; do
   tokprune-eval --model "$OUT/${task}_ft" --task "$task" --json "$OUT/${task}_ft_eval.json"
   tokprune-eval --model "$OUT/${task}_ltp" --artifact "$OUT/${task}_ltp-onnx" --task "$task" --json "$OUT/${task}_ltp_eval.json"
 done
+python tools/ltp_table.py --out "$OUT" --tasks ${TASKS:-sst2 mrpc}
