@@ -16,6 +16,9 @@ from onnx_tokprune.io import OutputExistsError
 from onnx_tokprune.runtime.session import ArtifactError
 from onnx_tokprune.runtime.text_encoder import TextTooLongError
 
+# Fast tokenizers warn (and can deadlock) when the process later forks, e.g. for data loaders.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError,
     DataError,
@@ -48,10 +51,6 @@ def user_errors(func):
     return wrapper
 
 
-def _offline_defaults() -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
 def _layers(value: str | None) -> list[int] | None:
     if not value:
         return None
@@ -72,7 +71,6 @@ def _write_json(path: str, data) -> None:
 @click.group()
 def main() -> None:
     """Token pruning that physically removes tokens: calibrate, export, check parity, benchmark."""
-    _offline_defaults()
 
 
 @main.command("calibrate")
@@ -93,7 +91,6 @@ def main() -> None:
 @user_errors
 def calibrate_command(model, data_file, output, keep, target_flops, rule, layers, schedule, normalizer, normalizer_length, samples, num_labels, seed, force):
     """Choose per-layer thresholds (or top-k ratios) from score statistics; no training."""
-    _offline_defaults()
     if (keep is None) == (target_flops is None):
         raise click.UsageError("give exactly one of --keep or --flops")
     for name, value in (("keep", keep), ("target FLOPs", target_flops)):
@@ -273,7 +270,6 @@ def _train_options(func):
 @main.group("train")
 def train_group() -> None:
     """Fine-tune a baseline, or train a pruning method (LTP)."""
-    _offline_defaults()
 
 
 @train_group.command("finetune")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+
 import json
 
 import numpy as np
@@ -10,8 +11,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from conftest import ragged_batch
-from onnx_tokprune.config import CONFIG_NAME, LayerRule, PruneConfig
+from conftest import RAGGED_LENGTHS, prune_configs, ragged_batch
+from onnx_tokprune.config import CONFIG_NAME, PruneConfig
 from onnx_tokprune.export.exporter import (
     MODEL_FILE,
     ExportError,
@@ -26,17 +27,10 @@ from onnx_tokprune.runtime.session import original_positions
 from onnx_tokprune.scoring import OP_DOMAIN, OP_NAME
 
 OPSETS = (17, 18)
-LENGTHS = [12, 5, 30, 1, 17, 8, 25, 2]
+LENGTHS = RAGGED_LENGTHS
 SINGLE_LENGTHS = (9, 40, 1)  # batch 1, longer and shorter than the exporter's example (16)
 
-CONFIGS = {
-    ("threshold", "fixed"): [LayerRule(0, threshold=0.0065), LayerRule(1, threshold=0.0072), LayerRule(3, threshold=0.0078)],
-    ("threshold", "length"): [LayerRule(1, threshold=0.035), LayerRule(3, threshold=0.05)],
-    ("rank_bins", "fixed"): [LayerRule(0, bin_mask=(1, 1, 0, 1, 0)), LayerRule(2, bin_mask=(1, 0, 1, 1, 0))],
-    ("rank_bins", "length"): [LayerRule(1, bin_mask=(1, 1, 1, 0, 1)), LayerRule(3, bin_mask=(0, 1, 1, 1, 1))],
-    ("top_k", "fixed"): [LayerRule(1, keep_ratio=0.6), LayerRule(2, keep_ratio=0.75)],
-    ("top_k", "length"): [LayerRule(0, keep_ratio=0.8), LayerRule(2, keep_ratio=0.5)],
-}
+CONFIGS = prune_configs()
 CASES = [(rule, norm, opset) for (rule, norm) in sorted(CONFIGS) for opset in OPSETS]
 
 

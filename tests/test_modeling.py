@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
+from conftest import RAGGED_LENGTHS, prune_configs
+
 import pytest
 import torch
 
 from onnx_tokprune.config import ConfigError, LayerRule, PruneConfig
 from onnx_tokprune.modeling import PrunedEncoder, wrap
 
-LENGTHS = [12, 5, 30, 1, 17, 8, 25, 2]
+LENGTHS = RAGGED_LENGTHS
 
-# Thresholds sit inside the score ranges of the tiny model (fixed: ~0.004..0.016, mean 1/128;
-# length: ~1/n), so every config removes some tokens and keeps more than CLS.
-CONFIGS = {
-    ("threshold", "fixed"): [LayerRule(0, threshold=0.0065), LayerRule(1, threshold=0.0072), LayerRule(3, threshold=0.0078)],
-    ("threshold", "length"): [LayerRule(1, threshold=0.035), LayerRule(3, threshold=0.05)],
-    ("rank_bins", "fixed"): [LayerRule(0, bin_mask=(1, 1, 0, 1, 0)), LayerRule(2, bin_mask=(1, 0, 1, 1, 0))],
-    ("rank_bins", "length"): [LayerRule(1, bin_mask=(1, 1, 1, 0, 1)), LayerRule(3, bin_mask=(0, 1, 1, 1, 1))],
-    ("top_k", "fixed"): [LayerRule(1, keep_ratio=0.6), LayerRule(2, keep_ratio=0.75)],
-    ("top_k", "length"): [LayerRule(0, keep_ratio=0.8), LayerRule(2, keep_ratio=0.5)],
-}
+CONFIGS = prune_configs()
 CASES = sorted(CONFIGS)
 
 

@@ -142,11 +142,11 @@ def predict(model: nn.Module, dataset, tokenizer, batch_size: int = 64) -> np.nd
     collate = DataCollatorWithPadding(tokenizer)
     columns = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in dataset.column_names]
     model.eval()
+    device = next(model.parameters()).device
     out = []
     with torch.no_grad():
         for start in range(0, len(dataset), batch_size):
             batch = collate([{c: dataset[i][c] for c in columns} for i in range(start, min(start + batch_size, len(dataset)))])
-            device = next(model.parameters()).device
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
             out.append(logits.float().cpu().numpy())
     return np.concatenate(out)
