@@ -269,7 +269,7 @@ def _train_options(func):
 
 @main.group("train")
 def train_group() -> None:
-    """Fine-tune a baseline, or train a pruning method (LTP)."""
+    """Fine-tune a baseline, or train a pruning method (LTP, ToP)."""
 
 
 @train_group.command("finetune")
@@ -325,6 +325,46 @@ def ltp_command(model, task, output, data_dir, max_train_samples, max_length, ba
     config, metrics = train_ltp(model, task, output, settings, data_dir, max_train_samples, max_length, force)
     thresholds = ", ".join(f"L{r.layer}: {r.threshold:.4g}" for r in config.layers)
     click.echo(f"wrote {output}; thresholds {thresholds}; dev (drop mode): " + ", ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items()))
+
+
+@train_group.command("top")
+@click.option("--model", required=True, type=click.Path(), help="Fine-tuned checkpoint directory: the student's start and the teacher.")
+@click.option("--target-flops", type=float, default=0.5, show_default=True, help="Relative FLOPs to reach (0-1).")
+@click.option("--bins", type=int, default=25, show_default=True, help="Rank bins per pruning layer.")
+@click.option("--layers", help="Candidate pruning layers, comma-separated (default: all but the first and last).")
+@click.option("--rank-layers", help="Layers that learn the teacher's ranking (default: candidates in the first half).")
+@click.option("--top-k", type=int, default=20, show_default=True, help="Teacher tokens ranked by the distillation loss.")
+@click.option("--rank-weight", type=float, default=1e-3, show_default=True, help="Weight of the ranking distillation loss.")
+@click.option("--ce-weight", type=float, default=0.0, show_default=True, help="Weight of cross-entropy on labels beside distillation.")
+@click.option("--reg-lr", type=float, default=0.02, show_default=True, help="Learning rate of the gates and Lagrange multipliers.")
+@click.option("--warmup-epochs", type=float, default=1.0, show_default=True, help="Epochs over which the FLOPs target ramps in.")
+@click.option("--epochs", type=float, default=3.0, show_default=True)
+@click.option("--lr", type=float, default=2e-5, show_default=True)
+@click.option("--hard-epochs", type=float, default=0.0, show_default=True, help="Fine-tuning epochs with the gates fixed (0 = none).")
+@click.option("--hard-lr", type=float, default=1e-5, show_default=True)
+@_train_options
+@user_errors
+def top_command(model, task, output, data_dir, max_train_samples, max_length, batch_size, seed, force, target_flops, bins, layers, rank_layers, top_k, rank_weight, ce_weight, reg_lr, warmup_epochs, epochs, lr, hard_epochs, hard_lr):
+    """ToP: ranking distillation + L0 gates over rank bins and layers under a FLOPs constraint."""
+    from onnx_tokprune.data.glue import get_task
+    from onnx_tokprune.io import check_output_dir
+    from onnx_tokprune.modeling import read_model_type
+    from onnx_tokprune.training.common import TrainSettings
+    from onnx_tokprune.training.top import ToPSettings, train_top
+
+    get_task(task)
+    hf = read_model_type(model)
+    check_output_dir(Path(output), force)
+    settings = ToPSettings(
+        target_flops=target_flops, bins=bins, layers=_layers(layers), rank_layers=_layers(rank_layers), top_k=top_k,
+        rank_weight=rank_weight, ce_weight=ce_weight, reg_lr=reg_lr, warmup_epochs=warmup_epochs,
+        train=TrainSettings(epochs=epochs, learning_rate=lr, batch_size=batch_size, seed=seed),
+        hard=TrainSettings(epochs=hard_epochs, learning_rate=hard_lr, batch_size=batch_size, seed=seed) if hard_epochs > 0 else None,
+    )
+    settings.check(hf["num_hidden_layers"])
+    config, metrics = train_top(model, task, output, settings, data_dir, max_train_samples, max_length, force)
+    kept = ", ".join(f"L{r.layer}: {sum(r.bin_mask)}/{len(r.bin_mask)}" for r in config.layers)
+    click.echo(f"wrote {output}; open bins {kept}; dev (drop mode): " + ", ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items()))
 
 
 @main.command("eval")

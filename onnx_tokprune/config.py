@@ -14,6 +14,8 @@ right after that layer's attention (DESIGN.md §2). Rules and their per-layer pa
 
 - ``threshold`` (LTP): ``threshold`` — keep j iff score >= threshold.
 - ``rank_bins`` (ToP): ``bin_mask`` — one 0/1 per rank bin; every layer has the same bin count.
+  Top-level ``bin_rounding``: ``"exact"`` (default, floor(rank * B / n) in integers) or ``"top"``
+  (the float32 expression of ToP's released code; set by the ToP importer).
 - ``top_k`` (calibration / static baselines): ``keep_ratio`` in (0, 1] — keep the top ceil(r * n)
   (computed as ceil(r * n * (1 - 1e-6)) in float32, so 0.15 of 100 keeps 15).
 """
@@ -33,7 +35,8 @@ FORMAT_VERSION = 1
 METHODS = ("calibrated", "ltp", "top", "static")
 RULES = {"threshold": "threshold", "rank_bins": "bin_mask", "top_k": "keep_ratio"}
 NORMALIZERS = ("fixed", "length")
-_TOP_KEYS = {"version", "method", "rule", "score_normalizer", "normalizer_length", "layers", "provenance"}
+BIN_ROUNDINGS = ("exact", "top")
+_TOP_KEYS = {"version", "method", "rule", "score_normalizer", "normalizer_length", "bin_rounding", "layers", "provenance"}
 
 
 class ConfigError(ValueError):
@@ -79,6 +82,7 @@ class PruneConfig:
     normalizer_length: int = 128
     provenance: dict[str, Any] = field(default_factory=dict)
     version: int = FORMAT_VERSION
+    bin_rounding: str = "exact"
 
     def __post_init__(self) -> None:
         if self.version != FORMAT_VERSION:
@@ -93,6 +97,10 @@ class PruneConfig:
             )
         if isinstance(self.normalizer_length, bool) or not isinstance(self.normalizer_length, int) or self.normalizer_length < 1:
             raise ConfigError(f"normalizer_length must be a positive integer, got {self.normalizer_length!r}")
+        if self.bin_rounding not in BIN_ROUNDINGS:
+            raise ConfigError(f"bin_rounding {self.bin_rounding!r} is unknown; use 'exact' or 'top'")
+        if self.bin_rounding != "exact" and self.rule != "rank_bins":
+            raise ConfigError(f"bin_rounding {self.bin_rounding!r} only applies to rule 'rank_bins'")
         if not self.layers:
             raise ConfigError("layers is empty: list at least one pruning layer")
         seen = [r.layer for r in self.layers]
@@ -139,15 +147,18 @@ class PruneConfig:
         return float(self.normalizer_length) if self.score_normalizer == "fixed" else None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "version": self.version,
             "method": self.method,
             "rule": self.rule,
             "score_normalizer": self.score_normalizer,
             "normalizer_length": self.normalizer_length,
-            "layers": [r.to_json() for r in self.layers],
-            "provenance": self.provenance,
         }
+        if self.rule == "rank_bins":
+            data["bin_rounding"] = self.bin_rounding
+        data["layers"] = [r.to_json() for r in self.layers]
+        data["provenance"] = self.provenance
+        return data
 
     @classmethod
     def from_json(cls, data: Any) -> PruneConfig:
@@ -182,7 +193,7 @@ class PruneConfig:
                     keep_ratio=_number(entry.get("keep_ratio"), f"layers[{i}].keep_ratio"),
                 )
             )
-        kwargs = {k: data[k] for k in ("version", "method", "score_normalizer", "normalizer_length") if k in data}
+        kwargs = {k: data[k] for k in ("version", "method", "score_normalizer", "normalizer_length", "bin_rounding") if k in data}
         return cls(rule=data["rule"], layers=tuple(layers), provenance=dict(data.get("provenance", {})), **kwargs)
 
     @classmethod

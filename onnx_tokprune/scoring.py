@@ -10,6 +10,10 @@ All three decision rules are one formula; a rule's unused parameters are neutral
 
 with `rank` the position of j among the n valid tokens of row b sorted by descending score
 (ties to the lower position) and B = len(bin_mask).
+
+`bin_rounding="top"` replaces the exact integer bin with the float32 expression of ToP's released
+code, `int(rank / (n + 1e-6) * B)`, which lands one bin lower wherever rank * B / n is a whole
+number (compatibility mode for imported ToP checkpoints, DESIGN.md §2).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+
+from onnx_tokprune.config import BIN_ROUNDINGS
 
 OP_DOMAIN = "tokprune"
 OP_NAME = "TokenPrune"
@@ -47,23 +53,61 @@ class PruneResult(NamedTuple):
     kept_index: torch.Tensor
 
 
-def keep_decision(
-    score: torch.Tensor, mask: torch.Tensor, threshold: torch.Tensor, bin_mask: torch.Tensor, keep_ratio: torch.Tensor
-) -> torch.Tensor:
-    """The boolean keep matrix [B,S] of the unified rule (module docstring)."""
+class Ranks(NamedTuple):
+    is_cls: torch.Tensor
+    valid: torch.Tensor
+    rank: torch.Tensor
+    count: torch.Tensor
+
+
+def rank_valid(score: torch.Tensor, mask: torch.Tensor) -> Ranks:
+    """Rank of each valid (kept, non-CLS) token by descending score, ties to the lower position."""
     seq = score.shape[1]
     pos = torch.arange(seq, device=score.device)
     is_cls = (pos == 0).unsqueeze(0)
     valid = (mask == 1) & ~is_cls
-    ranked = torch.where(valid, score, torch.full_like(score, float("-inf")))
+    ranked = torch.where(valid, score.detach(), torch.full_like(score, float("-inf")))
     order = torch.sort(ranked, dim=1, descending=True, stable=True).indices
     rank = torch.empty_like(order).scatter_(1, order, pos.expand_as(order).contiguous())
-    n = valid.sum(dim=1, keepdim=True)
-    nbins = bin_mask.shape[0]
-    bins = torch.clamp(torch.div(rank * nbins, torch.clamp(n, min=1), rounding_mode="floor"), max=nbins - 1)
-    k = torch.ceil(keep_ratio.float() * n.float() * TOP_K_SHRINK).long()
-    keep = valid & (score >= threshold) & (bin_mask[bins] == 1) & (rank < k)
-    return keep | (is_cls & (mask == 1))
+    return Ranks(is_cls, valid, rank, valid.sum(dim=1, keepdim=True))
+
+
+def rank_bin(rank: torch.Tensor, count: torch.Tensor, nbins: int, bin_rounding: str = "exact") -> torch.Tensor:
+    """The rank bin of each token: floor(rank * B / n) exactly, or ToP's float32 expression."""
+    if bin_rounding == "top":
+        q = (rank.float() / (count.float() + 1e-6)).clamp(0.0, 1.0) * nbins
+        return torch.clamp(torch.floor(q).long(), max=nbins - 1)
+    if bin_rounding != "exact":
+        raise ValueError(f"bin_rounding must be one of {BIN_ROUNDINGS}, got {bin_rounding!r}")
+    return torch.clamp(torch.div(rank * nbins, torch.clamp(count, min=1), rounding_mode="floor"), max=nbins - 1)
+
+
+def keep_decision(
+    score: torch.Tensor,
+    mask: torch.Tensor,
+    threshold: torch.Tensor,
+    bin_mask: torch.Tensor,
+    keep_ratio: torch.Tensor,
+    bin_rounding: str = "exact",
+) -> torch.Tensor:
+    """The boolean keep matrix [B,S] of the unified rule (module docstring)."""
+    r = rank_valid(score, mask)
+    bins = rank_bin(r.rank, r.count, bin_mask.shape[0], bin_rounding)
+    k = torch.ceil(keep_ratio.float() * r.count.float() * TOP_K_SHRINK).long()
+    keep = r.valid & (score >= threshold) & (bin_mask[bins] == 1) & (r.rank < k)
+    return keep | (r.is_cls & (mask == 1))
+
+
+def soft_rank_bins_keep(score: torch.Tensor, mask: torch.Tensor, bin_gates: torch.Tensor, layer_gate: torch.Tensor) -> torch.Tensor:
+    """ToP's training-time decision [B,S] in [0, 1]: each valid token takes its rank bin's gate value,
+    1 - (1 - bin gate) * layer gate, where the layer gate is binarised straight-through (forward 0/1,
+    gradient of the sample). CLS keeps 1; removed tokens and padding 0. Ranks do not carry gradient."""
+    r = rank_valid(score, mask)
+    bins = rank_bin(r.rank, r.count, bin_gates.shape[0])
+    hard = (layer_gate > 0).to(layer_gate.dtype)
+    layer = hard + layer_gate - layer_gate.detach()
+    keep = (1 - (1 - bin_gates[bins]) * layer) * r.valid.to(bin_gates.dtype)
+    return torch.where(r.is_cls, (mask == 1).to(keep.dtype), keep)
 
 
 def compact(hidden: torch.Tensor, keep: torch.Tensor) -> PruneResult:
@@ -86,22 +130,24 @@ def token_prune_reference(
     threshold: torch.Tensor,
     bin_mask: torch.Tensor,
     keep_ratio: torch.Tensor,
+    bin_rounding: str = "exact",
 ) -> PruneResult:
     """TokenPrune in PyTorch: hidden [B,S,D], score [B,S], mask i64 [B,S] -> [B,K,D], [B,K], [B,K]."""
-    return compact(hidden, keep_decision(score, mask, threshold, bin_mask, keep_ratio))
+    return compact(hidden, keep_decision(score, mask, threshold, bin_mask, keep_ratio, bin_rounding))
 
 
 class TokenPruneFunction(torch.autograd.Function):
     """TokenPrune as one custom ONNX node under the legacy (TorchScript) exporter."""
 
     @staticmethod
-    def forward(ctx, hidden, score, mask, threshold, bin_mask, keep_ratio):  # noqa: D102
-        return tuple(token_prune_reference(hidden, score, mask, threshold, bin_mask, keep_ratio))
+    def forward(ctx, hidden, score, mask, threshold, bin_mask, keep_ratio, bin_rounding="exact"):  # noqa: D102
+        return tuple(token_prune_reference(hidden, score, mask, threshold, bin_mask, keep_ratio, bin_rounding))
 
     @staticmethod
-    def symbolic(g, hidden, score, mask, threshold, bin_mask, keep_ratio):  # noqa: D102
+    def symbolic(g, hidden, score, mask, threshold, bin_mask, keep_ratio, bin_rounding="exact"):  # noqa: D102
+        attrs = {} if bin_rounding == "exact" else {"bin_rounding_s": bin_rounding}
         out_hidden, out_mask, kept = g.op(
-            f"{OP_DOMAIN}::{OP_NAME}", hidden, score, mask, threshold, bin_mask, keep_ratio, outputs=3
+            f"{OP_DOMAIN}::{OP_NAME}", hidden, score, mask, threshold, bin_mask, keep_ratio, outputs=3, **attrs
         )
         dims = hidden.type().varyingSizes() or [None, None, None]
         out_hidden.setType(hidden.type().with_sizes([None, None, dims[-1]]))
@@ -117,8 +163,10 @@ def token_prune(
     threshold: torch.Tensor,
     bin_mask: torch.Tensor,
     keep_ratio: torch.Tensor,
+    bin_rounding: str = "exact",
 ) -> PruneResult:
-    """TokenPrune: the reference in eager mode, one `tokprune::TokenPrune` node under ONNX export."""
+    """TokenPrune: the reference in eager mode, one `tokprune::TokenPrune` node under ONNX export
+    (with a `bin_rounding="top"` attribute in ToP compatibility mode)."""
     if torch.onnx.is_in_onnx_export():
-        return PruneResult(*TokenPruneFunction.apply(hidden, score, mask, threshold, bin_mask, keep_ratio))
-    return token_prune_reference(hidden, score, mask, threshold, bin_mask, keep_ratio)
+        return PruneResult(*TokenPruneFunction.apply(hidden, score, mask, threshold, bin_mask, keep_ratio, bin_rounding))
+    return token_prune_reference(hidden, score, mask, threshold, bin_mask, keep_ratio, bin_rounding)

@@ -79,7 +79,7 @@ def to_onnx(encoder: PrunedEncoder, opset: int = MIN_OPSET) -> onnx.ModelProto:
         )
     model = onnx.load_from_string(buf.getvalue())
     if encoder.pruning_layers:
-        add_token_prune_function(model, encoder.config.rule)
+        add_token_prune_function(model, encoder.config.rule, encoder.config.bin_rounding)
     onnx.checker.check_model(model, full_check=True)
     return model
 

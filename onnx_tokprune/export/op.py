@@ -25,13 +25,14 @@ def _const(name: str, value, dtype) -> onnx.NodeProto:
     return helper.make_node("Constant", [], [name], value=helper.make_tensor(name, dtype, dims, vals))
 
 
-def token_prune_function(opset: int, rule: str | None = None) -> onnx.FunctionProto:
+def token_prune_function(opset: int, rule: str | None = None, bin_rounding: str = "exact") -> onnx.FunctionProto:
     """The FunctionProto of TokenPrune whose body uses the default domain at `opset`.
 
     `rule=None` gives the full rule (all three parameters apply). A model whose layers all use one
     rule carries a body specialised to it ("threshold", "rank_bins" or "top_k"): the parameters the
     rule does not use are the exporter's neutral constants (LayerRule.op_params), so the result is
-    the same with fewer nodes.
+    the same with fewer nodes. `bin_rounding="top"` (rank_bins only) computes ToP's float32 bin
+    expression; such nodes carry the attribute `bin_rounding="top"` so a compiled kernel can tell.
     """
     n = helper.make_node
     nodes = [
@@ -64,7 +65,28 @@ def token_prune_function(opset: int, rule: str | None = None) -> onnx.FunctionPr
             n("Cast", ["valid"], ["valid_i"], to=TensorProto.INT64),
             n("ReduceSum", ["valid_i", "axis1"], ["count"], keepdims=1),
         ]
-    if rule in (None, "rank_bins"):
+    if rule == "rank_bins" and bin_rounding == "top":
+        # ToP compatibility: bin = int(rank / (n + 1e-6) * NB) in float32, clipped for invalid tokens
+        nodes += [
+            n("Shape", ["bin_mask"], ["nbins"]),
+            n("Cast", ["nbins"], ["nbins_f"], to=TensorProto.FLOAT),
+            n("Cast", ["rank"], ["rank_f"], to=TensorProto.FLOAT),
+            n("Cast", ["count"], ["count_f"], to=TensorProto.FLOAT),
+            _const("top_eps", 1e-6, TensorProto.FLOAT),
+            _const("one_f", 1.0, TensorProto.FLOAT),
+            n("Add", ["count_f", "top_eps"], ["count_eps"]),
+            n("Div", ["rank_f", "count_eps"], ["rank_q"]),
+            n("Clip", ["rank_q", "zero_f", "one_f"], ["rank_q1"]),
+            n("Mul", ["rank_q1", "nbins_f"], ["bin_f"]),
+            n("Floor", ["bin_f"], ["bin_floor"]),
+            n("Cast", ["bin_floor"], ["bin_raw"], to=TensorProto.INT64),
+            n("Sub", ["nbins", "one"], ["last_bin"]),
+            n("Min", ["bin_raw", "last_bin"], ["bin"]),
+            n("Gather", ["bin_mask", "bin"], ["bin_keep_i"]),
+            n("Equal", ["bin_keep_i", "one"], ["bin_keep"]),
+        ]
+        terms.append("bin_keep")
+    elif rule in (None, "rank_bins"):
         # rank bins: bin = floor(rank * NB / max(n, 1)), clipped for invalid tokens
         nodes += [
             n("Shape", ["bin_mask"], ["nbins"]),
@@ -122,15 +144,16 @@ def token_prune_function(opset: int, rule: str | None = None) -> onnx.FunctionPr
         OUTPUTS,
         nodes,
         opset_imports=[helper.make_opsetid("", opset)],
+        attributes=["bin_rounding"],
         doc_string="TokenPrune: remove tokens by score (threshold / rank bins / top-k); CLS always kept.",
     )
 
 
-def add_token_prune_function(model: onnx.ModelProto, rule: str | None = None) -> onnx.ModelProto:
+def add_token_prune_function(model: onnx.ModelProto, rule: str | None = None, bin_rounding: str = "exact") -> onnx.ModelProto:
     """Attach the TokenPrune function (specialised to `rule`, if given) and its domain (in place)."""
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     if not any(f.domain == OP_DOMAIN and f.name == OP_NAME for f in model.functions):
-        model.functions.append(token_prune_function(opset, rule))
+        model.functions.append(token_prune_function(opset, rule, bin_rounding))
     if not any(o.domain == OP_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(OP_DOMAIN, OP_VERSION))
     return model

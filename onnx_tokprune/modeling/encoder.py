@@ -6,6 +6,10 @@ Modes over the same weights and decisions (DESIGN.md §2):
 - ``soft``: LTP's soft stage (threshold rule only): thresholds are trainable parameters and each
   pruning layer's output is multiplied by sigmoid((score - threshold) / temperature) per token
   (CLS 1, padding 0); nothing is removed or masked.
+- ``gate``: ToP's training stage (rank_bins rule): `forward(..., gates={layer: (bin_gates [B],
+  layer_gate [])})` takes hard-concrete samples; each pruning layer's output is multiplied by the
+  token's bin gate (scoring.soft_rank_bins_keep) and tokens whose value is exactly 0 are masked from
+  then on, so with 0/1 gates this is mask mode.
 """
 
 from __future__ import annotations
@@ -17,9 +21,9 @@ import torch
 from torch import nn
 
 from onnx_tokprune.config import PruneConfig
-from onnx_tokprune.scoring import importance_score, keep_decision, token_prune
+from onnx_tokprune.scoring import importance_score, keep_decision, soft_rank_bins_keep, token_prune
 
-MODES = ("drop", "mask", "soft")
+MODES = ("drop", "mask", "soft", "gate")
 
 
 class PrunedOutput(NamedTuple):
@@ -29,6 +33,8 @@ class PrunedOutput(NamedTuple):
     mask mode — the keep mask [B,S] (1 = kept); soft mode — the soft mask [B,S] in [0, 1]."""
     kept_index: tuple[torch.Tensor, ...] = ()
     """Drop mode: per pruning layer, TokenPrune's kept_index (positions in that layer's input)."""
+    scores: dict[int, torch.Tensor] | None = None
+    """Importance score [B,S] per pruning or observed layer (mask, soft and gate modes)."""
 
 
 def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -46,6 +52,7 @@ class PrunedEncoder(nn.Module):
         mode: str = "drop",
         explicit_softmax: bool = False,
         temperature: float = 1e-3,
+        observe_layers: tuple[int, ...] = (),
     ) -> None:
         """`explicit_softmax` writes scoring layers' softmax as exp/sum: onnxruntime's transformer
         optimizer rejects a Softmax with a second consumer (the score), DESIGN.md §4. A plain
@@ -56,6 +63,9 @@ class PrunedEncoder(nn.Module):
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if mode == "soft" and (config is None or config.rule != "threshold"):
             raise ValueError("soft mode needs a threshold-rule config (LTP)")
+        if mode == "gate" and (config is None or config.rule != "rank_bins"):
+            raise ValueError("gate mode needs a rank_bins-rule config (ToP)")
+        self.observe_layers = tuple(observe_layers)
         self.temperature = temperature
         self.adapter = adapter
         self.model = adapter.model
@@ -86,24 +96,33 @@ class PrunedEncoder(nn.Module):
         return tuple(self._params)
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        gates: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> PrunedOutput:
+        if self.mode == "gate" and gates is None:
+            raise ValueError("gate mode needs gates={layer: (bin_gates, layer_gate)}")
+        self._gates = gates
         mask = attention_mask.long()
         hidden = self.adapter.embed(input_ids, token_type_ids)
         positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(mask)
         positions = torch.where(mask == 1, positions, torch.full_like(positions, -1))
         kept: list[torch.Tensor] = []
         kept_index: list[torch.Tensor] = []
+        self._scores: dict[int, torch.Tensor] = {}
         bias = additive_mask(mask, hidden.dtype)
         for index in range(self.num_layers):
             hidden, mask, positions, record, raw = self._layer(index, hidden, mask, bias, positions)
-            if raw is not None or (record is not None and self.mode == "mask"):
+            if raw is not None or (record is not None and self.mode in ("mask", "gate")):
                 bias = additive_mask(mask, hidden.dtype)
             if record is not None:
                 kept.append(record)
             if raw is not None:
                 kept_index.append(raw)
-        return PrunedOutput(self.adapter.head(hidden), tuple(kept), tuple(kept_index))
+        scores = None if self.mode == "drop" else self._scores
+        return PrunedOutput(self.adapter.head(hidden), tuple(kept), tuple(kept_index), scores)
 
     def _layer(self, index, hidden, mask, bias, positions):
         query, key, value = self.adapter.attention_projections(index)
@@ -123,22 +142,32 @@ class PrunedEncoder(nn.Module):
         context = torch.matmul(self.adapter.attention_dropout(index)(probs), v)
         context = context.transpose(1, 2).reshape(batch, -1, self.num_heads * self.head_dim)
         record = raw = None
+        if names is None and index in self.observe_layers:
+            normalizer = self.config.normalizer_constant() if self.config is not None else None
+            self._scores[index] = importance_score(probs, mask, normalizer)
         if names is not None:
             score = importance_score(probs, mask, self.config.normalizer_constant())
+            self._scores[index] = score
             if self.score_hook is not None:
                 self.score_hook(index, score, mask)
             params = [getattr(self, n) for n in names]
+            rounding = self.config.bin_rounding
             if self.mode == "drop":
                 width = context.shape[-1]
-                pruned = token_prune(torch.cat([context, hidden], dim=-1), score, mask, *params)
+                pruned = token_prune(torch.cat([context, hidden], dim=-1), score, mask, *params, rounding)
                 context, hidden = pruned.hidden[..., :width], pruned.hidden[..., width:]
                 mask, raw = pruned.mask, pruned.kept_index
                 taken = torch.gather(positions, 1, pruned.kept_index.clamp(min=0))
                 positions = torch.where(pruned.kept_index >= 0, taken, torch.full_like(taken, -1))
                 record = positions
             elif self.mode == "mask":
-                mask = keep_decision(score, mask, *params).long()
+                mask = keep_decision(score, mask, *params, rounding).long()
                 record = mask
+            elif self.mode == "gate":
+                bin_gates, layer_gate = self._gates[index]
+                soft = soft_rank_bins_keep(score, mask, bin_gates, layer_gate)
+                out = self.adapter.finish_layer(index, context, hidden) * soft.unsqueeze(-1).to(hidden.dtype)
+                return out, mask * (soft > 0).long(), positions, soft, raw
             else:
                 soft = torch.sigmoid((score - params[0]) / self.temperature) * mask.to(score.dtype)
                 soft = torch.cat([torch.ones_like(soft[:, :1]), soft[:, 1:]], dim=1)

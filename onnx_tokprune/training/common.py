@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -90,8 +91,14 @@ def run_trainer(
     settings: TrainSettings,
     extra_param_groups: list[dict] | None = None,
     frozen: tuple[nn.Parameter, ...] = (),
+    constant_extra_lr: bool = False,
+    callbacks: tuple = (),
 ):
-    """Train `objective` with the HF Trainer (progress bar, CPU or GPU, torchrun-ready); returns it."""
+    """Train `objective` with the HF Trainer (progress bar, CPU or GPU, torchrun-ready); returns it.
+
+    The model weights follow a linear warm-up/decay schedule; `extra_param_groups` follow it too,
+    or keep their learning rate with `constant_extra_lr` (ToP's gate and Lagrangian optimisers).
+    """
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
     settings.check()
@@ -100,6 +107,15 @@ def run_trainer(
     groups = [{"params": weights, "lr": settings.learning_rate, "weight_decay": settings.weight_decay}]
     groups += extra_param_groups or []
     optimizer = torch.optim.AdamW(groups, lr=settings.learning_rate)
+    scheduler = None
+    if constant_extra_lr and extra_param_groups:
+        total = max(1, math.ceil(math.ceil(len(train_dataset) / settings.batch_size) * settings.epochs))
+        warm = settings.warmup_ratio * total
+
+        def linear(step: int) -> float:
+            return step / max(1.0, warm) if step < warm else max(0.0, (total - step) / max(1.0, total - warm))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [linear] + [lambda _: 1.0] * len(extra_param_groups))
     with tempfile.TemporaryDirectory(prefix="tokprune-trainer-") as scratch:
         args = TrainingArguments(
             output_dir=scratch,
@@ -120,7 +136,8 @@ def run_trainer(
             args=args,
             train_dataset=train_dataset,
             data_collator=DataCollatorWithPadding(tokenizer),
-            optimizers=(optimizer, None),
+            optimizers=(optimizer, scheduler),
+            callbacks=list(callbacks),
         )
         trainer.train()
         return trainer
