@@ -12,7 +12,7 @@ import numpy as np
 
 from onnx_tokprune.config import ConfigError
 from onnx_tokprune.data.text import DataError
-from onnx_tokprune.io import OutputExistsError
+from onnx_tokprune.io import OutputExistsError, check_output_dir
 from onnx_tokprune.runtime.session import ArtifactError
 from onnx_tokprune.runtime.text_encoder import TextTooLongError
 
@@ -37,6 +37,7 @@ def user_errors(func):
         from onnx_tokprune.calibrate import CalibrationError
         from onnx_tokprune.data.glue import TaskError
         from onnx_tokprune.export.exporter import ExportError
+        from onnx_tokprune.importers import ConversionError
         from onnx_tokprune.modeling import CheckpointError
         from onnx_tokprune.parity import ParityError
         from onnx_tokprune.training.common import TrainingError
@@ -45,7 +46,7 @@ def user_errors(func):
             return func(*args, **kwargs)
         except ParityError as e:
             raise click.ClickException(f"parity failed: {type(e).__name__}: {e}") from None
-        except (*USER_ERRORS, CalibrationError, ExportError, CheckpointError, TaskError, TrainingError) as e:
+        except (*USER_ERRORS, CalibrationError, ConversionError, ExportError, CheckpointError, TaskError, TrainingError) as e:
             raise click.ClickException(str(e).splitlines()[0]) from None
 
     return wrapper
@@ -96,7 +97,6 @@ def calibrate_command(model, data_file, output, keep, target_flops, rule, layers
     for name, value in (("keep", keep), ("target FLOPs", target_flops)):
         if value is not None and not 0 < value <= 1:
             raise click.ClickException(f"{name} must be in (0, 1], got {value}")
-    from onnx_tokprune.io import check_output_dir
 
     check_output_dir(Path(output), force)
     import torch
@@ -153,7 +153,6 @@ def calibrate_command(model, data_file, output, keep, target_flops, rule, layers
 def export_command(model, opset, output, unpruned, force):
     """Export a pruned checkpoint to an ONNX artifact whose TokenPrune nodes remove tokens."""
     from onnx_tokprune.export.exporter import MAX_OPSET, MIN_OPSET, ExportError, count_token_prune, export_artifact
-    from onnx_tokprune.io import check_output_dir
     from onnx_tokprune.modeling import load_pruned, read_model_type, wrap
 
     if not MIN_OPSET <= opset <= MAX_OPSET:
@@ -281,7 +280,6 @@ def train_group() -> None:
 def finetune_command(model, task, output, data_dir, max_train_samples, max_length, batch_size, seed, force, epochs, lr):
     """Baseline fine-tuning (HF Trainer): the teacher and starting point for LTP and ToP."""
     from onnx_tokprune.data.glue import get_task
-    from onnx_tokprune.io import check_output_dir
     from onnx_tokprune.training.common import TrainSettings
     from onnx_tokprune.training.finetune import finetune
 
@@ -308,7 +306,6 @@ def finetune_command(model, task, output, data_dir, max_train_samples, max_lengt
 def ltp_command(model, task, output, data_dir, max_train_samples, max_length, batch_size, seed, force, lam, temperature, threshold_lr, final_threshold, init_flops, soft_epochs, soft_lr, hard_epochs, hard_lr):
     """Learned Token Pruning: soft thresholds, then a hard stage; writes a checkpoint with tokprune.json."""
     from onnx_tokprune.data.glue import get_task
-    from onnx_tokprune.io import check_output_dir
     from onnx_tokprune.modeling import read_model_type
     from onnx_tokprune.training.common import TrainSettings
     from onnx_tokprune.training.ltp import LTPSettings, train_ltp
@@ -347,7 +344,6 @@ def ltp_command(model, task, output, data_dir, max_train_samples, max_length, ba
 def top_command(model, task, output, data_dir, max_train_samples, max_length, batch_size, seed, force, target_flops, bins, layers, rank_layers, top_k, rank_weight, ce_weight, reg_lr, warmup_epochs, epochs, lr, hard_epochs, hard_lr):
     """ToP: ranking distillation + L0 gates over rank bins and layers under a FLOPs constraint."""
     from onnx_tokprune.data.glue import get_task
-    from onnx_tokprune.io import check_output_dir
     from onnx_tokprune.modeling import read_model_type
     from onnx_tokprune.training.common import TrainSettings
     from onnx_tokprune.training.top import ToPSettings, train_top
@@ -365,6 +361,49 @@ def top_command(model, task, output, data_dir, max_train_samples, max_length, ba
     config, metrics = train_top(model, task, output, settings, data_dir, max_train_samples, max_length, force)
     kept = ", ".join(f"L{r.layer}: {sum(r.bin_mask)}/{len(r.bin_mask)}" for r in config.layers)
     click.echo(f"wrote {output}; open bins {kept}; dev (drop mode): " + ", ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items()))
+
+
+@main.group("import")
+def import_group() -> None:
+    """Convert a released ToP or LTP checkpoint into a checkpoint dir with tokprune.json."""
+
+
+def _import_options(func):
+    for option in reversed([
+        click.option("--source", required=True, type=click.Path(), help="The released checkpoint directory."),
+        click.option("--output", required=True, type=click.Path(), help="Checkpoint directory to write."),
+        click.option("--tokenizer", help="Tokenizer directory or hub name, when --source has no tokenizer files."),
+        click.option("--force", is_flag=True, help="Replace --output if it exists."),
+    ]):
+        func = option(func)
+    return func
+
+
+@import_group.command("top")
+@_import_options
+@click.option("--locations", help="ToP's token_prune_loc, comma-separated (default: the last len(zs) layers).")
+@user_errors
+def import_top_command(source, output, tokenizer, force, locations):
+    """ToP: pytorch_model.bin + zs.pt -> rank_bins config with ToP's bin expression."""
+    from onnx_tokprune.importers import import_top
+
+    check_output_dir(Path(output), force)
+    config = import_top(source, output, tokenizer, _layers(locations), force)
+    kept = ", ".join(f"L{r.layer}: {sum(r.bin_mask)}/{len(r.bin_mask)}" for r in config.layers)
+    click.echo(f"wrote {output}; open bins {kept}")
+
+
+@import_group.command("ltp")
+@_import_options
+@click.option("--normalizer-length", type=int, default=128, show_default=True, help="LTP's padded training length (score normaliser N).")
+@user_errors
+def import_ltp_command(source, output, tokenizer, force, normalizer_length):
+    """LTP: I-BERT weights + learned thresholds -> RoBERTa checkpoint with a threshold config."""
+    from onnx_tokprune.importers import import_ltp
+
+    check_output_dir(Path(output), force)
+    config = import_ltp(source, output, tokenizer, normalizer_length, force)
+    click.echo(f"wrote {output}; thresholds " + ", ".join(f"L{r.layer}: {r.threshold:.4g}" for r in config.layers))
 
 
 @main.command("eval")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import RAGGED_LENGTHS, prune_configs, ragged_batch
-from onnx_tokprune.config import CONFIG_NAME, PruneConfig
+from onnx_tokprune.config import CONFIG_NAME, LayerRule, PruneConfig
 from onnx_tokprune.export.exporter import (
     MODEL_FILE,
     ExportError,
@@ -213,3 +213,21 @@ def test_export_artifact_unpruned(tiny_bert, tmp_path, checkpoint_dir):
     assert manifest["export"]["token_prune_nodes"] == 0 and manifest["export"]["pruning_layers"] == []
     assert count_token_prune(onnx.load(str(output / MODEL_FILE))) == 0
     assert _hidden_entries(tmp_path) == []
+
+
+def test_top_compatible_bins_export_and_differ_from_exact(tiny_bert):
+    """ToP's float32 bin expression (imported checkpoints) runs in the ONNX function too, and is not
+    the exact rule: with bins 4, 9, 14, 19 closed, 10 or 20 valid tokens put whole-number ranks there."""
+    closed = {4, 9, 14, 19}
+    rules = (LayerRule(1, bin_mask=tuple(int(b not in closed) for b in range(25))),)
+    compat = PruneConfig(rule="rank_bins", method="top", score_normalizer="length", bin_rounding="top", layers=rules)
+    exact = PruneConfig(rule="rank_bins", method="top", score_normalizer="length", layers=rules)
+    batch = ragged_batch([11, 6, 21, 3], seed=5)
+    encoder = wrap(tiny_bert, compat)
+    with torch.no_grad():
+        a, b = encoder(*batch), wrap(tiny_bert, exact)(*batch)
+    assert not torch.equal(a.kept[0], b.kept[0])
+    model = to_onnx(encoder, 17)
+    (node,) = [n for n in model.graph.node if n.domain == OP_DOMAIN]
+    assert {attr.name: attr.s for attr in node.attribute} == {"bin_rounding": b"top"}
+    assert_matches_drop_mode(plain_session(model), encoder, batch, "top-compatible bins")

@@ -9,8 +9,9 @@ from pathlib import Path
 from onnx_tokprune.config import CONFIG_NAME, PruneConfig
 from onnx_tokprune.modeling.bert import BertAdapter
 from onnx_tokprune.modeling.encoder import MODES, PrunedEncoder, PrunedOutput
+from onnx_tokprune.modeling.roberta import RobertaAdapter
 
-ADAPTERS = {t: a for a in (BertAdapter,) for t in a.model_types}
+ADAPTERS = {t: a for a in (BertAdapter, RobertaAdapter) for t in a.model_types}
 
 
 class CheckpointError(ValueError):
