@@ -45,6 +45,48 @@ def ltp_checkpoint(tiny_checkpoint, small_glue, tmp_path_factory):
     return out / "ltp"
 
 
+@pytest.fixture(scope="module")
+def top_checkpoint(ltp_checkpoint, small_glue, tmp_path_factory):
+    """ToP from the fine-tuned tiny model (ltp_checkpoint's sibling `ft`); a high gate learning rate
+    so the layer gates open within a few steps."""
+    out = tmp_path_factory.mktemp("top") / "top"
+    common = ["--task", "sst2", "--data-dir", small_glue, "--batch-size", 16, "--max-length", 64]
+    result = invoke(
+        ["train", "top", "--model", ltp_checkpoint.parent / "ft", "--output", out, "--target-flops", 0.4, "--bins", 5,
+         "--reg-lr", 1.0, "--epochs", 6, "--warmup-epochs", 1, "--top-k", 5, "--rank-weight", 0.1, "--hard-epochs", 1, *common]
+    )
+    assert "open bins L" in result.output
+    return out
+
+
+def test_top_checkpoint_holds_binarised_gates(top_checkpoint):
+    config = json.loads((top_checkpoint / "tokprune.json").read_text())
+    assert config["method"] == "top" and config["rule"] == "rank_bins" and config["bin_rounding"] == "exact"
+    assert config["score_normalizer"] == "length"
+    provenance = config["provenance"]
+    assert provenance["candidate_layers"] == [1, 2] and provenance["rank_layers"] == [1]
+    assert {layer["layer"] for layer in config["layers"]} <= {1, 2}
+    assert all(0 in layer["bin_mask"] and len(layer["bin_mask"]) == 5 for layer in config["layers"])
+    history = provenance["history"]
+    assert history and history[-1]["target_flops"] == pytest.approx(0.4)
+    assert abs(history[-1]["expected_flops"] - 0.4) < 0.15, "the Lagrangian did not pull FLOPs towards the target"
+
+
+def test_top_export_has_one_node_per_pruning_layer_and_agrees(top_checkpoint, small_glue, tmp_path):
+    config = json.loads((top_checkpoint / "tokprune.json").read_text())
+    artifact, report = tmp_path / "art", tmp_path / "eval.json"
+    assert CliRunner().invoke(export_command, ["--model", str(top_checkpoint), "--output", str(artifact)]).exit_code == 0
+    manifest = json.loads((artifact / "tokprune.json").read_text())
+    assert manifest["export"]["token_prune_nodes"] == len(config["layers"])
+    assert manifest["export"]["pruning_layers"] == [layer["layer"] for layer in config["layers"]]
+    result = CliRunner().invoke(
+        eval_command,
+        ["--model", str(top_checkpoint), "--artifact", str(artifact), "--task", "sst2", "--data-dir", str(small_glue), "--json", str(report)],
+    )
+    assert result.exit_code == 0, result.output
+    assert "prediction agreement: 100.00%" in result.output
+
+
 def test_ltp_checkpoint_has_learned_thresholds(ltp_checkpoint):
     config = json.loads((ltp_checkpoint / "tokprune.json").read_text())
     assert config["method"] == "ltp" and config["rule"] == "threshold"

@@ -262,7 +262,8 @@ def _callback(objective: ToPObjective, history: list[dict]):
 
         def on_step_end(self, args, state, control, **kwargs):
             objective.gates.constrain()
-            if state.global_step % max(1, args.logging_steps) == 0 and objective.last:
+            last = state.global_step == state.max_steps
+            if (last or state.global_step % max(1, args.logging_steps) == 0) and objective.last:
                 history.append({"step": state.global_step, **objective.last})
 
     return ToPCallback()
