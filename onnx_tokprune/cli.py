@@ -337,11 +337,12 @@ def ltp_command(model, task, output, data_dir, max_train_samples, max_length, ba
 @click.option("--warmup-epochs", type=float, default=1.0, show_default=True, help="Epochs over which the FLOPs target ramps in.")
 @click.option("--epochs", type=float, default=3.0, show_default=True)
 @click.option("--lr", type=float, default=2e-5, show_default=True)
+@click.option("--match-samples", type=int, default=1024, show_default=True, help="Training inputs on which the binarised gates are matched to the FLOPs target (0 = off).")
 @click.option("--hard-epochs", type=float, default=0.0, show_default=True, help="Fine-tuning epochs with the gates fixed (0 = none).")
 @click.option("--hard-lr", type=float, default=1e-5, show_default=True)
 @_train_options
 @user_errors
-def top_command(model, task, output, data_dir, max_train_samples, max_length, batch_size, seed, force, target_flops, bins, layers, rank_layers, top_k, rank_weight, ce_weight, reg_lr, warmup_epochs, epochs, lr, hard_epochs, hard_lr):
+def top_command(model, task, output, data_dir, max_train_samples, max_length, batch_size, seed, force, target_flops, bins, layers, rank_layers, top_k, rank_weight, ce_weight, reg_lr, warmup_epochs, epochs, lr, match_samples, hard_epochs, hard_lr):
     """ToP: ranking distillation + L0 gates over rank bins and layers under a FLOPs constraint."""
     from onnx_tokprune.data.glue import get_task
     from onnx_tokprune.modeling import read_model_type
@@ -353,7 +354,7 @@ def top_command(model, task, output, data_dir, max_train_samples, max_length, ba
     check_output_dir(Path(output), force)
     settings = ToPSettings(
         target_flops=target_flops, bins=bins, layers=_layers(layers), rank_layers=_layers(rank_layers), top_k=top_k,
-        rank_weight=rank_weight, ce_weight=ce_weight, reg_lr=reg_lr, warmup_epochs=warmup_epochs,
+        rank_weight=rank_weight, ce_weight=ce_weight, reg_lr=reg_lr, warmup_epochs=warmup_epochs, match_samples=match_samples,
         train=TrainSettings(epochs=epochs, learning_rate=lr, batch_size=batch_size, seed=seed),
         hard=TrainSettings(epochs=hard_epochs, learning_rate=hard_lr, batch_size=batch_size, seed=seed) if hard_epochs > 0 else None,
     )

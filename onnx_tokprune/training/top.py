@@ -12,8 +12,12 @@ One training stage from a fine-tuned checkpoint, which is also the frozen teache
   plus ranking distillation of the teacher's final-layer scores into the `rank_layers`
   (`training.ranking`) weighted by `rank_weight * max(0.01, 1 - warm-up progress)`, plus the Lagrangian.
 
-At the end the gates binarise deterministically; layers whose layer gate is 0 (or whose bins are all
-open) are left out of tokprune.json, so the exporter emits no TokenPrune node for them. An optional
+At the end the gates binarise deterministically (ToP's rule). Our addition: the binarised gates'
+relative FLOPs is measured on `match_samples` training inputs and, one bin at a time in log-alpha
+order, moved as close to the target as single bins allow (the Lagrangian only holds the *expected*
+FLOPs near the target, and rounding each layer's bins can land a few points off). Layers whose layer
+gate is 0 (or whose bins are all open) are left out of tokprune.json, so the exporter emits no
+TokenPrune node for them. An optional
 hard stage fine-tunes the weights with the gates fixed (mask mode, same distillation).
 """
 
@@ -66,6 +70,9 @@ class ToPSettings:
     ce_weight: float = 0.0
     reg_lr: float = 0.02
     warmup_epochs: float = 1.0
+    match_samples: int = 1024
+    """Training inputs on which the binarised gates' relative FLOPs is measured and matched to the
+    target (0 = keep ToP's binarisation as is)."""
     train: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=3.0, learning_rate=2e-5))
     hard: TrainSettings | None = None
 
@@ -78,6 +85,8 @@ class ToPSettings:
             raise TrainingError(f"top-k must be at least 2, got {self.top_k}")
         if self.reg_lr <= 0 or self.rank_weight < 0 or self.ce_weight < 0 or self.distill_temperature <= 0:
             raise TrainingError("reg lr and distillation temperature must be positive, weights non-negative")
+        if self.match_samples < 0:
+            raise TrainingError(f"match samples must be >= 0, got {self.match_samples}")
         if not 0 < self.warmup_epochs <= self.train.epochs:
             raise TrainingError(f"warm-up epochs must be in (0, epochs={self.train.epochs}], got {self.warmup_epochs}")
         layers = self.pruning_layers(num_layers)
@@ -149,15 +158,73 @@ class ToPGates(nn.Module):
         self.bin_gates.constrain()
         self.layer_gates.constrain()
 
-    def binarized_rules(self) -> tuple[LayerRule, ...]:
-        """The layers that prune after binarisation (gate 1 and at least one closed bin)."""
-        bins, gate = self.bin_gates.binarize(), self.layer_gates.binarize()
+    def binarized_rules(self, bins: torch.Tensor | None = None) -> tuple[LayerRule, ...]:
+        """The layers that prune after binarisation (gate 1 and at least one closed bin); `bins`
+        overrides the binarised bin gates [P, B]."""
+        bins = self.bin_gates.binarize() if bins is None else bins
+        gate = self.layer_gates.binarize()
         rules = []
         for p, layer in enumerate(self.layers):
             mask = tuple(int(b) for b in bins[p].tolist())
             if gate[p, 0] > 0 and 0 in mask:
                 rules.append(LayerRule(layer, bin_mask=mask))
         return tuple(rules)
+
+
+def measured_relative_flops(model, config: PruneConfig | None, dataset, tokenizer, shape: EncoderShape, batch_size: int = 64) -> float:
+    """Relative FLOPs of `config` on a tokenized dataset (mask mode = what the artifact removes)."""
+    from transformers import DataCollatorWithPadding
+
+    from onnx_tokprune.flops import relative_flops
+
+    if config is None:
+        return 1.0
+    encoder = wrap(model, config, "mask")
+    collate = DataCollatorWithPadding(tokenizer)
+    columns = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in dataset.column_names]
+    device = next(model.parameters()).device
+    lengths: list[int] = []
+    kept: list[dict[int, float]] = []
+    with torch.no_grad():
+        for start in range(0, len(dataset), batch_size):
+            rows = [{c: dataset[i][c] for c in columns} for i in range(start, min(start + batch_size, len(dataset)))]
+            batch = {k: v.to(device) for k, v in collate(rows).items()}
+            out = encoder(**batch)
+            lengths += batch["attention_mask"].sum(1).tolist()
+            counts = [m.sum(1).tolist() for m in out.kept]
+            kept += [{layer: float(c[row]) for layer, c in zip(encoder.pruning_layers, counts)} for row in range(len(rows))]
+    return relative_flops(shape, lengths, kept)
+
+
+def match_target_flops(gates: ToPGates, measure, target: float, method: dict) -> tuple[tuple[LayerRule, ...], float, int]:
+    """Open (or close) one bin at a time, the closed bin with the largest log-alpha (or the open one
+    with the smallest) among the layers whose gate is open, while the measured relative FLOPs moves
+    closer to `target`. Returns (rules, measured FLOPs, bins changed)."""
+    bins = gates.bin_gates.binarize()
+    open_layers = gates.layer_gates.binarize()[:, 0] > 0
+    log_alpha = gates.bin_gates.log_alpha.detach()
+
+    def rules_of(b):
+        rules = gates.binarized_rules(b)
+        return rules, measure(PruneConfig(layers=rules, **method) if rules else None)
+
+    rules, flops = rules_of(bins)
+    changed = 0
+    while True:
+        opening = flops < target
+        candidates = (bins == 0) if opening else (bins == 1)
+        candidates &= open_layers[:, None]
+        if not candidates.any():
+            break
+        scores = torch.where(candidates, log_alpha, torch.full_like(log_alpha, float("-inf") if opening else float("inf")))
+        flat = int(scores.argmax() if opening else scores.argmin())
+        trial = bins.clone()
+        trial.view(-1)[flat] = 1.0 if opening else 0.0
+        trial_rules, trial_flops = rules_of(trial)
+        if abs(trial_flops - target) >= abs(flops - target):
+            break
+        bins, rules, flops, changed = trial, trial_rules, trial_flops, changed + 1
+    return rules, flops, changed
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, temperature: float, ce_weight: float) -> torch.Tensor:
@@ -314,7 +381,17 @@ def train_top(
         objective, train, tokenizer, settings.train, groups, constant_extra_lr=True, callbacks=(_callback(objective, history),)
     )
     gates.eval()
-    rules = gates.binarized_rules()
+    method = {"rule": "rank_bins", "method": "top", "score_normalizer": "length"}
+    rules, matched = gates.binarized_rules(), {}
+    if settings.match_samples and rules:
+        sample = train.shuffle(seed=settings.train.seed).select(range(min(settings.match_samples, len(train))))
+
+        def measure(config):
+            return measured_relative_flops(model, config, sample, tokenizer, shape)
+
+        before = measure(PruneConfig(layers=rules, **method))
+        rules, after, changed = match_target_flops(gates, measure, settings.target_flops, method)
+        matched = {"samples": len(sample), "binarized_flops": round(before, 4), "matched_flops": round(after, 4), "bins_changed": changed}
     if not rules:
         raise TrainingError("no layer prunes after training (every layer gate closed): train longer or lower --target-flops")
     keep, prunes = gates.expected()
@@ -336,9 +413,12 @@ def train_top(
         "expected_keep": [round(float(k), 4) for k in keep.detach()],
         "layer_gate_open_probability": [round(float(p), 4) for p in prunes.detach()],
         "lagrange": [float(v) for v in objective.lagrange.detach()],
+        "flops_matching": matched,
+        "bin_log_alpha": [[round(float(v), 3) for v in row] for row in gates.bin_gates.log_alpha.detach()],
+        "layer_log_alpha": [round(float(v), 3) for v in gates.layer_gates.log_alpha.detach()[:, 0]],
         "history": history,
     }
-    config = PruneConfig(rule="rank_bins", method="top", score_normalizer="length", layers=rules, provenance=provenance)
+    config = PruneConfig(layers=rules, provenance=provenance, **method)
     if settings.hard is not None:
         hard = wrap(model, config, "mask")
         trainer = run_trainer(HardStageObjective(hard, teacher, settings), train, tokenizer, settings.hard)

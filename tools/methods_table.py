@@ -1,0 +1,73 @@
+"""README table: baseline vs LTP vs ToP on the same fine-tuned MiniLM, per task.
+
+Reads the eval JSONs of tools/ltp_glue.sh (LTP_OUT/<task>_{ft,ltp}_eval.json) and tools/top_glue.sh
+(TOP_OUT/<task>_top_eval.json), then times the LTP and ToP artifacts against the task's unpruned
+export in one process (batch 1, median of repeats, thread spinning off; `runtime.bench`).
+Prints the Markdown table and writes TOP_OUT/methods.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from onnx_tokprune.config import write_json_atomic
+from onnx_tokprune.data.text import read_texts
+from onnx_tokprune.runtime.bench import measure_latency, to_json
+
+DEV = {"sst2": "SST-2", "mrpc": "MRPC", "rte": "RTE", "cola": "CoLA", "stsb": "STS-B"}
+
+
+def _runs(path: Path) -> dict:
+    return {r["source"]: r for r in json.loads(path.read_text())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ltp-out", default="out/ltp")
+    parser.add_argument("--top-out", default="out/top")
+    parser.add_argument("--tasks", nargs="+", default=["sst2", "mrpc"])
+    parser.add_argument("--data", default="../shared/data/glue", help="GLUE directory (latency sentences)")
+    parser.add_argument("--samples", type=int, default=200, help="dev sentences timed per task")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    ltp_out, top_out = Path(args.ltp_out), Path(args.top_out)
+    lines = [
+        "| task | method | metric | PyTorch (drop) | ONNX artifact | relative FLOPs | FLOPs reduction | latency speedup | removal efficiency |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    timings = []
+    for task in args.tasks:
+        base = json.loads((ltp_out / f"{task}_ft_eval.json").read_text())[0]
+        metric = base["main_metric"]
+        lines.append(f"| {task} (dev {base['examples']}) | baseline | {metric} | {100 * base['metrics'][metric]:.2f} | | 1.000 | 1.00× | 1.00× | |")
+        examples = read_texts(Path(args.data) / DEV[task] / "dev.tsv", limit=args.samples)
+        baseline = ltp_out / f"{task}_ft-unpruned-onnx"
+        for method, eval_file, artifact in (
+            ("LTP", ltp_out / f"{task}_ltp_eval.json", ltp_out / f"{task}_ltp-onnx"),
+            ("ToP", top_out / f"{task}_top_eval.json", top_out / f"{task}_top-onnx"),
+        ):
+            runs = _runs(eval_file)
+            drop, onnx = runs["pytorch-drop"], runs["onnxruntime"]
+            timing = measure_latency(artifact, baseline, examples, f"{DEV[task]} {method}", args.threads, args.repeats)
+            timings.append(timing)
+            rel = drop["relative_flops"]
+            lines.append(
+                f"| {task} | {method} | {metric} | {100 * drop['metrics'][metric]:.2f} | {100 * onnx['metrics'][metric]:.2f} | "
+                f"{rel:.3f} | {1 / rel:.2f}× | {timing.speedup:.2f}× | {timing.removal_efficiency:.2f} |"
+            )
+    table = "\n".join(lines)
+    footer = (
+        f"\nCPU: {timings[0].cpu}; onnxruntime {timings[0].onnxruntime}; {args.threads} intra-op threads; batch 1; "
+        f"latency over the first {args.samples} dev sentences, each the median of {args.repeats} runs, pruned and unpruned "
+        "back to back in one process."
+    )
+    print(table + footer)
+    (top_out / "methods.md").write_text(table + footer + "\n")
+    write_json_atomic(top_out / "methods.json", to_json(timings))
+
+
+if __name__ == "__main__":
+    main()
