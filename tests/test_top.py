@@ -16,7 +16,7 @@ from onnx_tokprune.scoring import keep_decision, rank_bin, soft_rank_bins_keep
 from onnx_tokprune.training.common import TrainingError
 from onnx_tokprune.training.l0 import HardConcreteGate
 from onnx_tokprune.training.ranking import lambda_arp2, rank_distillation_loss
-from onnx_tokprune.training.top import ToPGates, ToPSettings, expected_relative_flops
+from onnx_tokprune.training.top import ToPGates, ToPSettings, expected_relative_flops, match_target_flops
 
 SHAPE = EncoderShape(hidden=384, intermediate=1536, layers=6, labels=2, heads=12)
 
@@ -226,3 +226,26 @@ def test_bin_rounding_is_validated():
         PruneConfig(rule="rank_bins", bin_rounding="round", layers=(LayerRule(1, bin_mask=(1, 0)),))
     cfg = PruneConfig(rule="rank_bins", bin_rounding="top", layers=(LayerRule(1, bin_mask=(1, 0)),))
     assert PruneConfig.from_json(cfg.to_json()) == cfg
+
+
+def test_matching_moves_bins_in_log_alpha_order_towards_the_target():
+    """A fake measure: each closed bin saves 0.05 of the FLOPs. Binarised, layer 1 closes 2 bins and
+    layer 2 (gate closed) none: 0.90. A 0.76 target closes the open bins with the lowest log-alpha
+    in layers that prune (layer 1 only) until the next would overshoot."""
+    gates = ToPGates((1, 2), bins=6, shape=SHAPE)
+    with torch.no_grad():
+        gates.bin_gates.log_alpha.copy_(torch.tensor([[4.6, 4.0, 3.0, 2.5, -4.6, -4.6], [-4.6, -4.6, 4.6, 4.6, 4.6, 4.6]]))
+        gates.layer_gates.log_alpha.copy_(torch.tensor([[4.6], [-4.6]]))
+    method = {"rule": "rank_bins", "method": "top", "score_normalizer": "length"}
+
+    def measure(config):
+        return 1.0 - 0.05 * sum(r.bin_mask.count(0) for r in config.layers)
+
+    rules, flops, changed = match_target_flops(gates, measure, 0.76, method)
+    assert changed == 3 and flops == pytest.approx(0.75)
+    assert rules == (LayerRule(1, bin_mask=(1, 0, 0, 0, 0, 0)),)
+    # over-pruned: the closed bin with the largest log-alpha opens first
+    rules, flops, changed = match_target_flops(gates, measure, 0.95, method)
+    assert changed == 1 and rules == (LayerRule(1, bin_mask=(1, 1, 1, 1, 1, 0)),)
+    # already closest: nothing moves
+    assert match_target_flops(gates, measure, 0.91, method)[2] == 0
