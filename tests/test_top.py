@@ -249,3 +249,20 @@ def test_matching_moves_bins_in_log_alpha_order_towards_the_target():
     assert changed == 1 and rules == (LayerRule(1, bin_mask=(1, 1, 1, 1, 1, 0)),)
     # already closest: nothing moves
     assert match_target_flops(gates, measure, 0.91, method)[2] == 0
+
+
+def test_matching_skips_bins_that_change_nothing():
+    """Binarised: bins 1 and 2 closed (0.9). Bin 1 holds no sampled token, so opening it changes
+    nothing: it is skipped (left closed) and bin 2 opens."""
+    gates = ToPGates((1,), bins=4, shape=SHAPE)
+    with torch.no_grad():
+        gates.bin_gates.log_alpha.copy_(torch.tensor([[4.6, -4.6, -4.6, 2.0]]))
+        gates.layer_gates.log_alpha.fill_(4.6)
+    method = {"rule": "rank_bins", "method": "top", "score_normalizer": "length"}
+
+    def measure(config):
+        return 1.0 - 0.1 * (config.layers[0].bin_mask[2] == 0) if config else 1.0
+
+    assert gates.binarized_rules() == (LayerRule(1, bin_mask=(1, 0, 0, 1)),)
+    rules, flops, changed = match_target_flops(gates, measure, 1.0, method)
+    assert rules == (LayerRule(1, bin_mask=(1, 0, 1, 1)),) and flops == pytest.approx(1.0) and changed == 1

@@ -199,7 +199,8 @@ def measured_relative_flops(model, config: PruneConfig | None, dataset, tokenize
 def match_target_flops(gates: ToPGates, measure, target: float, method: dict) -> tuple[tuple[LayerRule, ...], float, int]:
     """Open (or close) one bin at a time, the closed bin with the largest log-alpha (or the open one
     with the smallest) among the layers whose gate is open, while the measured relative FLOPs moves
-    closer to `target`. Returns (rules, measured FLOPs, bins changed)."""
+    closer to `target`; a bin that changes nothing on the sample is skipped and left as it was.
+    Returns (rules, measured FLOPs, bins changed)."""
     bins = gates.bin_gates.binarize()
     open_layers = gates.layer_gates.binarize()[:, 0] > 0
     log_alpha = gates.bin_gates.log_alpha.detach()
@@ -210,10 +211,10 @@ def match_target_flops(gates: ToPGates, measure, target: float, method: dict) ->
 
     rules, flops = rules_of(bins)
     changed = 0
+    idle = torch.zeros_like(bins, dtype=torch.bool)
     while True:
         opening = flops < target
-        candidates = (bins == 0) if opening else (bins == 1)
-        candidates &= open_layers[:, None]
+        candidates = ((bins == 0) if opening else (bins == 1)) & open_layers[:, None] & ~idle
         if not candidates.any():
             break
         scores = torch.where(candidates, log_alpha, torch.full_like(log_alpha, float("-inf") if opening else float("inf")))
@@ -221,6 +222,9 @@ def match_target_flops(gates: ToPGates, measure, target: float, method: dict) ->
         trial = bins.clone()
         trial.view(-1)[flat] = 1.0 if opening else 0.0
         trial_rules, trial_flops = rules_of(trial)
+        if trial_flops == flops:
+            idle.view(-1)[flat] = True  # a bin no sampled token falls into: leave it as it was
+            continue
         if abs(trial_flops - target) >= abs(flops - target):
             break
         bins, rules, flops, changed = trial, trial_rules, trial_flops, changed + 1
