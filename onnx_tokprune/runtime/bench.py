@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from onnx_tokprune.data.text import TextExample
 from onnx_tokprune.flops import EncoderShape
-from onnx_tokprune.runtime.session import PrunedSession
+from onnx_tokprune.runtime.session import KernelChoice, PrunedSession
 
 
 @dataclass
@@ -41,6 +41,8 @@ class LatencyResult:
     removal_efficiency: float
     cpu: str
     onnxruntime: str
+    token_prune: str = "function"
+    """"kernel" when the compiled TokenPrune kernel ran, "function" for the portable ONNX function."""
 
 
 def cpu_model() -> str:
@@ -79,9 +81,11 @@ def measure_latency(
     repeats: int = 5,
     warmup: int = 20,
     progress: bool = True,
+    kernel_library: KernelChoice = None,
 ) -> LatencyResult:
-    """Time pruned vs unpruned vs oracle at batch 1 on `examples` (see module docstring)."""
-    pruned = PrunedSession(pruned_dir, threads=threads, spinning=False)
+    """Time pruned vs unpruned vs oracle at batch 1 on `examples` (see module docstring).
+    `kernel_library` is the pruned session's TokenPrune kernel choice (see PrunedSession)."""
+    pruned = PrunedSession(pruned_dir, threads=threads, spinning=False, kernel_library=kernel_library)
     baseline = PrunedSession(baseline_dir, threads=threads, spinning=False)
     rows = pruned.text_encoder.token_ids(examples)
     shape = _shape(pruned)
@@ -114,6 +118,7 @@ def measure_latency(
         removal_efficiency=sum(t_oracle) / sum(t_pruned),
         cpu=cpu_model(),
         onnxruntime=ort.__version__,
+        token_prune="kernel" if pruned.kernel_library else "function",
     )
 
 

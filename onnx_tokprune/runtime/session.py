@@ -6,9 +6,10 @@ session = open_artifact("out/minilm_sst2_cal50-onnx")
 session.classify(["a charming and often affecting journey"])   # [{'label': ..., 'score': ...}]
 ```
 
-A compiled TokenPrune kernel library is registered when one is given (or found through the
-TOKPRUNE_KERNEL_LIBRARY environment variable); otherwise onnxruntime inlines the op's portable
-ONNX function carried in the model.
+The compiled TokenPrune kernel (`tokprune build-kernel`) is registered when it is found
+($TOKPRUNE_KERNEL_LIBRARY, else the built library: `runtime.kernel.find_kernel`) or given; otherwise,
+or with `kernel_library=False`, onnxruntime inlines the op's portable ONNX function carried in the
+model. Both compute the same thing (tests/test_kernel.py).
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ import numpy as np
 import onnxruntime as ort
 
 from onnx_tokprune.data.text import TextExample
+from onnx_tokprune.runtime.kernel import KERNEL_ENV, find_kernel
 from onnx_tokprune.runtime.text_encoder import TextEncoder
 
 MODEL_FILE = "model.onnx"
-KERNEL_ENV = "TOKPRUNE_KERNEL_LIBRARY"
+KernelChoice = str | os.PathLike | bool | None
 
 
 class ArtifactError(ValueError):
@@ -58,14 +60,20 @@ class PrunedSession:
         self,
         artifact: str | os.PathLike,
         threads: int | None = None,
-        kernel_library: str | os.PathLike | None = None,
+        kernel_library: KernelChoice = None,
         spinning: bool = True,
     ):
+        """`kernel_library`: None finds the compiled kernel (`find_kernel`), False uses the portable
+        function, a path registers that library."""
         self.path = Path(artifact)
         model_file = self.path / MODEL_FILE
         if not model_file.is_file():
             raise ArtifactError(f"{self.path} has no {MODEL_FILE}: pass a directory written by tokprune-export")
-        kernel_library = kernel_library or os.environ.get(KERNEL_ENV) or None
+        if kernel_library is None:
+            kernel_library = find_kernel()
+        kernel_library = kernel_library or None
+        if kernel_library is not None and not Path(kernel_library).is_file():
+            raise ArtifactError(f"TokenPrune kernel library {kernel_library} not found: build it with `tokprune build-kernel` or unset ${KERNEL_ENV}")
         self.kernel_library = kernel_library
         self.session = ort.InferenceSession(
             str(model_file), session_options(threads, kernel_library, spinning), providers=["CPUExecutionProvider"]
@@ -118,8 +126,6 @@ def original_positions(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return result
 
 
-def open_artifact(
-    artifact: str | os.PathLike, threads: int | None = None, kernel_library: str | os.PathLike | None = None
-) -> PrunedSession:
-    """Open an artifact directory written by `tokprune-export`."""
+def open_artifact(artifact: str | os.PathLike, threads: int | None = None, kernel_library: KernelChoice = None) -> PrunedSession:
+    """Open an artifact directory written by `tokprune-export` (kernel choice: see PrunedSession)."""
     return PrunedSession(artifact, threads, kernel_library)
