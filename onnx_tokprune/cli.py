@@ -364,6 +364,30 @@ def top_command(model, task, output, data_dir, max_train_samples, max_length, ba
     click.echo(f"wrote {output}; open bins {kept}; dev (drop mode): " + ", ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items()))
 
 
+@main.command("match-flops")
+@click.option("--model", required=True, type=click.Path(), help="Checkpoint written by tokprune-train top.")
+@click.option("--data", "data_file", required=True, type=click.Path(), help="Inputs of the deployment distribution: GLUE .tsv or one per line (labels unused).")
+@click.option("--output", required=True, type=click.Path(), help="Checkpoint directory to write.")
+@click.option("--target-flops", type=float, help="Relative FLOPs to match (default: the training target).")
+@click.option("--samples", type=int, default=1024, show_default=True, help="Inputs read from --data.")
+@click.option("--force", is_flag=True, help="Replace --output if it exists.")
+@user_errors
+def match_flops_command(model, data_file, output, target_flops, samples, force):
+    """Re-match a ToP checkpoint's binarised gates to a FLOPs target on your inputs (one bin at a time)."""
+    from onnx_tokprune.data.text import read_texts
+    from onnx_tokprune.modeling import read_model_type
+    from onnx_tokprune.training.top import rematch_checkpoint
+
+    read_model_type(model)
+    check_output_dir(Path(output), force)
+    config, matched = rematch_checkpoint(model, read_texts(data_file, limit=samples), output, target_flops, force)
+    kept = ", ".join(f"L{r.layer}: {sum(r.bin_mask)}/{len(r.bin_mask)}" for r in config.layers)
+    click.echo(
+        f"wrote {output}; relative FLOPs on {matched['samples']} inputs {matched['binarized_flops']:.3f} -> "
+        f"{matched['matched_flops']:.3f} (target {matched['target_flops']}, {matched['bins_changed']} bins changed); open bins {kept}"
+    )
+
+
 @main.group("import")
 def import_group() -> None:
     """Convert a released ToP or LTP checkpoint into a checkpoint dir with tokprune.json."""
@@ -405,6 +429,22 @@ def import_ltp_command(source, output, tokenizer, force, normalizer_length):
     check_output_dir(Path(output), force)
     config = import_ltp(source, output, tokenizer, normalizer_length, force)
     click.echo(f"wrote {output}; thresholds " + ", ".join(f"L{r.layer}: {r.threshold:.4g}" for r in config.layers))
+
+
+@main.command("build-kernel")
+@click.option("--force", is_flag=True, help="Rebuild even when the library is up to date.")
+def build_kernel_command(force):
+    """Compile the TokenPrune C++ kernel (fetches onnxruntime's headers when needed); prints its path.
+
+    Sessions opened by this package register it automatically once built; without it onnxruntime
+    runs the op's portable ONNX function.
+    """
+    from onnx_tokprune.runtime.kernel import build_kernel
+
+    library = build_kernel(force)
+    if library is None:
+        raise click.ClickException("the TokenPrune kernel could not be built (reason above); the portable ONNX function stays in use")
+    click.echo(str(library))
 
 
 @main.command("eval")

@@ -87,6 +87,25 @@ def test_top_export_has_one_node_per_pruning_layer_and_agrees(top_checkpoint, sm
     assert "prediction agreement: 100.00%" in result.output
 
 
+def test_match_flops_rematches_on_given_inputs(top_checkpoint, small_glue, tmp_path):
+    out = tmp_path / "matched"
+    data = small_glue / "SST-2" / "dev.tsv"
+    result = invoke(["match-flops", "--model", top_checkpoint, "--data", data, "--output", out, "--target-flops", 0.6])
+    assert "relative FLOPs on 48 inputs" in result.output
+    config = json.loads((out / "tokprune.json").read_text())
+    matched = config["provenance"]["flops_matching"]
+    assert matched["samples"] == 48 and matched["target_flops"] == 0.6
+    assert abs(matched["matched_flops"] - 0.6) <= abs(matched["binarized_flops"] - 0.6)
+    assert (out / "model.safetensors").is_file() and config["method"] == "top"
+
+
+def test_match_flops_needs_a_top_checkpoint(ltp_checkpoint, small_glue, tmp_path):
+    result = CliRunner().invoke(
+        main, ["match-flops", "--model", str(ltp_checkpoint), "--data", str(small_glue / "SST-2" / "dev.tsv"), "--output", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 1 and "tokprune-train top" in result.output and "Traceback" not in result.output
+
+
 def test_ltp_checkpoint_has_learned_thresholds(ltp_checkpoint):
     config = json.loads((ltp_checkpoint / "tokprune.json").read_text())
     assert config["method"] == "ltp" and config["rule"] == "threshold"

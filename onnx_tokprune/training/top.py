@@ -171,8 +171,9 @@ class ToPGates(nn.Module):
         return tuple(rules)
 
 
-def measured_relative_flops(model, config: PruneConfig | None, dataset, tokenizer, shape: EncoderShape, batch_size: int = 64) -> float:
-    """Relative FLOPs of `config` on a tokenized dataset (mask mode = what the artifact removes)."""
+def measured_relative_flops(model, config: PruneConfig | None, rows: list[dict], tokenizer, shape: EncoderShape, batch_size: int = 64) -> float:
+    """Relative FLOPs of `config` on encoded inputs (dicts of input_ids / attention_mask /
+    token_type_ids lists), run in mask mode (what the artifact removes)."""
     from transformers import DataCollatorWithPadding
 
     from onnx_tokprune.flops import relative_flops
@@ -181,18 +182,17 @@ def measured_relative_flops(model, config: PruneConfig | None, dataset, tokenize
         return 1.0
     encoder = wrap(model, config, "mask")
     collate = DataCollatorWithPadding(tokenizer)
-    columns = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in dataset.column_names]
     device = next(model.parameters()).device
     lengths: list[int] = []
     kept: list[dict[int, float]] = []
     with torch.no_grad():
-        for start in range(0, len(dataset), batch_size):
-            rows = [{c: dataset[i][c] for c in columns} for i in range(start, min(start + batch_size, len(dataset)))]
-            batch = {k: v.to(device) for k, v in collate(rows).items()}
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            batch = {k: v.to(device) for k, v in collate(chunk).items()}
             out = encoder(**batch)
             lengths += batch["attention_mask"].sum(1).tolist()
             counts = [m.sum(1).tolist() for m in out.kept]
-            kept += [{layer: float(c[row]) for layer, c in zip(encoder.pruning_layers, counts)} for row in range(len(rows))]
+            kept += [{layer: float(c[row]) for layer, c in zip(encoder.pruning_layers, counts)} for row in range(len(chunk))]
     return relative_flops(shape, lengths, kept)
 
 
@@ -229,6 +229,51 @@ def match_target_flops(gates: ToPGates, measure, target: float, method: dict) ->
             break
         bins, rules, flops, changed = trial, trial_rules, trial_flops, changed + 1
     return rules, flops, changed
+
+
+def rematch_checkpoint(
+    model_dir: str | os.PathLike, examples, output: str | os.PathLike, target: float | None = None, force: bool = False
+) -> tuple[PruneConfig, dict]:
+    """Re-binarise a ToP checkpoint's gates (log-alphas from its provenance) and match them to
+    `target` (default: the training target) on `examples` (TextExample inputs of the deployment
+    distribution; labels are not read). Writes a new checkpoint dir at `output`."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    config = PruneConfig.load(model_dir)
+    p = config.provenance
+    if config.method != "top" or "bin_log_alpha" not in p:
+        raise TrainingError(f"{model_dir} is not a checkpoint of tokprune-train top with gate log-alphas in its provenance")
+    target = float(p["target_flops"] if target is None else target)
+    if not 0 < target < 1:
+        raise TrainingError(f"target FLOPs must be in (0, 1), got {target}")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    shape = EncoderShape.from_hf(model.config)
+    layers = tuple(p["candidate_layers"])
+    gates = ToPGates(layers, len(p["bin_log_alpha"][0]), shape)
+    with torch.no_grad():
+        gates.bin_gates.log_alpha.copy_(torch.tensor(p["bin_log_alpha"]))
+        gates.layer_gates.log_alpha.copy_(torch.tensor(p["layer_log_alpha"])[:, None])
+    limit = model.config.max_position_embeddings
+    rows = []
+    for ex in examples:
+        enc = tokenizer(ex.text, ex.text_pair, truncation=True, max_length=limit, return_token_type_ids=True)
+        rows.append({k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")})
+    method = {"rule": "rank_bins", "method": "top", "score_normalizer": "length"}
+
+    def measure(cfg):
+        return measured_relative_flops(model, cfg, rows, tokenizer, shape)
+
+    before = measure(PruneConfig(layers=gates.binarized_rules(), **method))
+    rules, after, changed = match_target_flops(gates, measure, target, method)
+    if not rules:
+        raise TrainingError("no layer prunes after matching: raise the target")
+    matched = {"samples": len(rows), "data": "user inputs", "target_flops": target, "binarized_flops": round(before, 4),
+               "matched_flops": round(after, 4), "bins_changed": changed}
+    provenance = {**p, "flops_matching": matched, "rematched_from": str(model_dir)}
+    new = PruneConfig(layers=rules, provenance=provenance, **method)
+    save_checkpoint(model, tokenizer, output, new, force)
+    return new, matched
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, temperature: float, ce_weight: float) -> torch.Tensor:
@@ -389,9 +434,11 @@ def train_top(
     rules, matched = gates.binarized_rules(), {}
     if settings.match_samples and rules:
         sample = train.shuffle(seed=settings.train.seed).select(range(min(settings.match_samples, len(train))))
+        columns = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in sample.column_names]
+        rows = [{c: sample[i][c] for c in columns} for i in range(len(sample))]
 
         def measure(config):
-            return measured_relative_flops(model, config, sample, tokenizer, shape)
+            return measured_relative_flops(model, config, rows, tokenizer, shape)
 
         before = measure(PruneConfig(layers=rules, **method))
         rules, after, changed = match_target_flops(gates, measure, settings.target_flops, method)
