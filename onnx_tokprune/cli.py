@@ -148,9 +148,10 @@ def calibrate_command(model, data_file, output, keep, target_flops, rule, layers
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset (17 or 18).")
 @click.option("--output", type=click.Path(), help="Artifact directory (default: <model>-onnx).")
 @click.option("--unpruned", is_flag=True, help="Export without TokenPrune (the baseline for benchmarks).")
+@click.option("--int8", is_flag=True, help="Dynamic INT8 quantization of the linear layers (TokenPrune and scores stay fp32)")
 @click.option("--force", is_flag=True, help="Replace --output if it exists.")
 @user_errors
-def export_command(model, opset, output, unpruned, force):
+def export_command(model, opset, output, unpruned, int8, force):
     """Export a pruned checkpoint to an ONNX artifact whose TokenPrune nodes remove tokens."""
     from onnx_tokprune.export.exporter import MAX_OPSET, MIN_OPSET, ExportError, count_token_prune, export_artifact
     from onnx_tokprune.modeling import load_pruned, read_model_type, wrap
@@ -158,16 +159,25 @@ def export_command(model, opset, output, unpruned, force):
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ExportError(f"opset {opset} is not supported: use {MIN_OPSET} or {MAX_OPSET}")
     read_model_type(model)
-    output = output or f"{str(model).rstrip('/')}{'-unpruned' if unpruned else ''}-onnx"
+    output = output or f"{str(model).rstrip('/')}{'-unpruned' if unpruned else ''}{'-int8' if int8 else ''}-onnx"
     check_output_dir(Path(output), force)
     encoder = load_pruned(model, "drop", require_config=not unpruned)
     if unpruned:
         encoder = wrap(encoder.model, None, "drop")
-    path = export_artifact(encoder, model, output, opset, force)
+    path = export_artifact(encoder, model, output, opset, force, int8=int8)
     import onnx
 
     nodes = count_token_prune(onnx.load(str(path / "model.onnx"), load_external_data=False))
     click.echo(f"wrote {path}: opset {opset}, {nodes} TokenPrune node(s) at layers {list(encoder.pruning_layers)}")
+    if int8:
+        from onnx_tokprune.config import CONFIG_NAME
+
+        counts = json.loads((path / CONFIG_NAME).read_text())["export"]["int8"]
+        click.echo(
+            f"  INT8 (QInt8 weights{', per channel' if counts['per_channel'] else ''}): "
+            f"{counts['quantized_matmuls']} MatMul + {counts['quantized_gemms']} Gemm quantized, "
+            f"{counts['fp32_matmuls']} activation MatMul(s) (attention, scores) kept fp32"
+        )
 
 
 @main.command("parity")
@@ -445,6 +455,32 @@ def build_kernel_command(force):
     if library is None:
         raise click.ClickException("the TokenPrune kernel could not be built (reason above); the portable ONNX function stays in use")
     click.echo(str(library))
+
+
+@main.command("show")
+@click.option("--artifact", required=True, type=click.Path(), help="Artifact directory (tokprune-export).")
+@click.option("--text", required=True, help="The sentence to show.")
+@click.option("--pair", "text_pair", help="Second text, for pair tasks.")
+@click.option("--png", required=True, type=click.Path(), help="PNG to write: one row per pruning layer, one column per token.")
+@click.option("--force", is_flag=True, help="Replace --png if it exists.")
+@user_errors
+def show_command(artifact, text, text_pair, png, force):
+    """For one sentence: which tokens survive each pruning layer, as text lines and a PNG."""
+    from onnx_tokprune.runtime.session import open_artifact
+    from onnx_tokprune.runtime.survival import plot_survival, token_survival
+
+    if Path(png).exists() and not force:
+        raise click.ClickException(f"{png} already exists: pass --force to replace it, or choose another --png")
+    survival = token_survival(open_artifact(artifact), text, text_pair)
+    for line in survival.lines():
+        click.echo(line)
+    prediction = f"predicted {survival.label} ({survival.score:.2f})" if survival.label is not None else ""
+    title = f"{Path(artifact).name}: {prediction}" if prediction else Path(artifact).name
+    try:
+        plot_survival(survival, png, title)
+    except ImportError as e:
+        raise click.ClickException(str(e).splitlines()[0]) from None
+    click.echo(f"wrote {png}" + (f"; {prediction}" if prediction else ""))
 
 
 @main.command("eval")

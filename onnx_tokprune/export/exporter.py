@@ -88,8 +88,11 @@ def count_token_prune(model: onnx.ModelProto) -> int:
     return sum(1 for node in model.graph.node if node.domain == OP_DOMAIN and node.op_type == OP_NAME)
 
 
-def manifest(encoder: PrunedEncoder, model: onnx.ModelProto, opset: int, source: str) -> dict[str, Any]:
-    """The artifact's tokprune.json: the pruning config plus what the export produced."""
+def manifest(
+    encoder: PrunedEncoder, model: onnx.ModelProto, opset: int, source: str, int8: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The artifact's tokprune.json: the pruning config plus what the export produced (`int8`: the
+    quantization counts of an INT8 export, recorded as export.int8)."""
     cfg = encoder.config
     data: dict[str, Any] = cfg.to_json() if cfg is not None else {"layers": []}
     data["export"] = {
@@ -104,20 +107,37 @@ def manifest(encoder: PrunedEncoder, model: onnx.ModelProto, opset: int, source:
         "outputs": [o.name for o in model.graph.output],
         "source": source,
     }
+    if int8 is not None:
+        data["export"]["int8"] = int8
     return data
 
 
 def export_artifact(
-    encoder: PrunedEncoder, model_dir: str | os.PathLike, output: str | os.PathLike, opset: int = MIN_OPSET, force: bool = False
+    encoder: PrunedEncoder,
+    model_dir: str | os.PathLike,
+    output: str | os.PathLike,
+    opset: int = MIN_OPSET,
+    force: bool = False,
+    int8: bool = False,
 ) -> Path:
-    """Write an artifact dir atomically: built in a temp dir beside `output`, renamed at the end."""
+    """Write an artifact dir atomically: built in a temp dir beside `output`, renamed at the end.
+
+    `int8`: dynamic INT8 quantization of the weight MatMul/Gemm nodes (export.quantize.to_int8).
+    """
     check_output_dir(Path(output), force)
     model = to_onnx(encoder, opset)
+    int8_info = None
+    if int8:
+        from onnx_tokprune.export.quantize import WEIGHT_TYPE, to_int8
+
+        cfg = encoder.config
+        model, counts = to_int8(model, cfg.rule if cfg is not None else None, cfg.bin_rounding if cfg is not None else "exact")
+        int8_info = {**counts, "weight_type": WEIGHT_TYPE}
     with atomic_output_dir(output, force) as tmp:
         onnx.save(model, str(tmp / MODEL_FILE))
         encoder.model.config.save_pretrained(tmp)
         copy_tokenizer_files(model_dir, tmp)
-        write_json_atomic(tmp / CONFIG_NAME, manifest(encoder, model, opset, str(model_dir)))
+        write_json_atomic(tmp / CONFIG_NAME, manifest(encoder, model, opset, str(model_dir), int8_info))
     return Path(output)
 
 

@@ -1,0 +1,184 @@
+"""Token survival for one sentence: the matrix matches the graph's kept_index outputs, the PNG is
+written atomically, and `tokprune show` prints one line per pruning layer or one clear error."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from onnx_tokprune.cli import calibrate_command, export_command, main, show_command
+from onnx_tokprune.data.text import TextExample
+from onnx_tokprune.runtime import ArtifactError, open_artifact
+from onnx_tokprune.runtime.session import original_positions
+from onnx_tokprune.runtime.survival import DPI, MAX_WIDTH_IN, Survival, plot_survival, token_survival
+
+pytest.importorskip("matplotlib")
+
+SENTENCES = [
+    "it 's a charming and often affecting journey .",
+    "unflinchingly bleak and desperate",
+    "the acting , costumes , music , cinematography and sound are all astounding given the production 's austere locales .",
+    "a gorgeous , witty , seductive movie .",
+    "it 's slow -- very , very slow .",
+    "although laced with humor and a few fanciful touches , the film is a refreshingly serious look at young women .",
+]
+TEXT = SENTENCES[2]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def run(command, args):
+    return CliRunner().invoke(command, [str(a) for a in args])
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:"), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_checkpoint, tmp_path_factory):
+    data = tmp_path_factory.mktemp("data") / "sentences.txt"
+    data.write_text("\n".join(SENTENCES) + "\n")
+    out = tmp_path_factory.mktemp("cal") / "ckpt"
+    result = run(calibrate_command, ["--model", tiny_checkpoint, "--data", data, "--keep", "0.5", "--output", out])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def artifact(checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("art") / "art"
+    result = run(export_command, ["--model", checkpoint, "--output", out])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def session(artifact):
+    return open_artifact(artifact, threads=1)
+
+
+@pytest.mark.parametrize("text, pair", [(TEXT, None), (SENTENCES[0], SENTENCES[3])])
+def test_matrix_is_the_graphs_kept_positions(session, text, pair):
+    survival = token_survival(session, text, pair)
+    ids, _ = session.text_encoder.token_ids([TextExample(text, pair)])[0]
+    assert survival.tokens == [session.text_encoder.tokenizer.id_to_token(i) for i in ids]
+    assert survival.tokens[0] == "[CLS]" and survival.tokens[-1] == "[SEP]"
+    assert survival.tokens.count("[SEP]") == (2 if pair else 1)
+    assert survival.layers == [1, 2]
+    assert survival.kept.shape == (2, len(ids)) and survival.kept.dtype == bool
+    positions = original_positions(session.run(session.text_encoder([TextExample(text, pair)])))
+    for row, layer in enumerate(survival.layers):
+        expected = sorted(int(p) for p in positions[f"kept_index_{layer}"][0] if p >= 0)
+        assert survival.kept_positions(row) == expected
+    assert survival.label is not None and 0.5 <= survival.score <= 1
+
+
+def test_cls_kept_rows_monotone_and_something_pruned(session):
+    survival = token_survival(session, TEXT)
+    assert survival.kept[:, 0].all()
+    previous = np.ones(len(survival.tokens), dtype=bool)
+    for row in survival.kept:
+        assert not (row & ~previous).any(), "a removed token came back"
+        previous = row
+    counts = survival.counts()
+    assert counts == sorted(counts, reverse=True) and counts[-1] < len(survival.tokens)
+
+
+def test_lines_name_kept_tokens(session):
+    survival = token_survival(session, TEXT)
+    lines = survival.lines()
+    n = len(survival.tokens)
+    assert lines[0] == f"input ({n}/{n}): " + " ".join(survival.tokens)
+    for line, layer, row in zip(lines[1:], survival.layers, survival.kept):
+        assert line == f"L{layer} ({row.sum()}/{n}): " + " ".join(t for t, k in zip(survival.tokens, row) if k)
+
+
+def test_png_written_atomically(session, tmp_path):
+    survival = token_survival(session, TEXT, None)
+    out = tmp_path / "sub" / "survival.png"
+    assert plot_survival(survival, out, title="a title") == out
+    assert out.read_bytes().startswith(PNG_MAGIC)
+    assert [p.name for p in out.parent.iterdir()] == ["survival.png"]
+    out.write_bytes(b"old")
+    plot_survival(survival, out)
+    assert out.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_long_sentence_width_is_capped(tmp_path):
+    import matplotlib.image
+
+    n = 400
+    kept = np.zeros((3, n), dtype=bool)
+    kept[0, ::2] = kept[1, ::4] = kept[2, ::8] = True
+    kept[:, 0] = True
+    survival = Survival([f"tok{i}" for i in range(n)], [2, 4, 6], kept)
+    out = plot_survival(survival, tmp_path / "long.png")
+    height, width = matplotlib.image.imread(out).shape[:2]
+    assert width <= MAX_WIDTH_IN * DPI + 1 and height < width
+
+
+def test_unpruned_artifact_is_refused(checkpoint, tmp_path):
+    baseline = tmp_path / "base"
+    assert run(export_command, ["--model", checkpoint, "--output", baseline, "--unpruned"]).exit_code == 0
+    with pytest.raises(ArtifactError, match="without pruning"):
+        token_survival(open_artifact(baseline, threads=1), TEXT)
+    assert_one_line_error(
+        run(show_command, ["--artifact", baseline, "--text", TEXT, "--png", tmp_path / "x.png"]), "without pruning"
+    )
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_cli_writes_png_and_prints_layers(artifact, tmp_path):
+    out = tmp_path / "show.png"
+    result = run(main, ["show", "--artifact", artifact, "--text", TEXT, "--png", out])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes().startswith(PNG_MAGIC)
+    lines = result.output.splitlines()
+    assert lines[0].startswith("input (")
+    assert [line.split(" ", 1)[0] for line in lines if line.startswith("L")] == ["L1", "L2"]
+    assert lines[-1].startswith(f"wrote {out}; predicted ")
+
+
+def test_cli_pair(artifact, tmp_path):
+    out = tmp_path / "pair.png"
+    result = run(show_command, ["--artifact", artifact, "--text", SENTENCES[0], "--pair", SENTENCES[3], "--png", out])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0].count("[SEP]") == 2 and out.is_file()
+
+
+def test_cli_refuses_existing_png_without_force(artifact, tmp_path):
+    out = tmp_path / "show.png"
+    out.write_bytes(b"mine")
+    assert_one_line_error(run(show_command, ["--artifact", artifact, "--text", TEXT, "--png", out]), "--force")
+    assert out.read_bytes() == b"mine"
+    result = run(show_command, ["--artifact", artifact, "--text", TEXT, "--png", out, "--force"])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_cli_missing_artifact(tmp_path):
+    result = run(show_command, ["--artifact", tmp_path / "nope", "--text", TEXT, "--png", tmp_path / "x.png"])
+    assert_one_line_error(result, "has no model.onnx")
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_cli_text_too_long(artifact, tmp_path):
+    result = run(show_command, ["--artifact", artifact, "--text", " ".join(["word"] * 100), "--png", tmp_path / "x.png"])
+    assert_one_line_error(result, "102 tokens", "64")
+
+
+def test_cli_without_matplotlib(artifact, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    out = tmp_path / "x.png"
+    assert_one_line_error(run(show_command, ["--artifact", artifact, "--text", TEXT, "--png", out]), "needs matplotlib")
+    assert not out.exists() and not list(tmp_path.iterdir())
