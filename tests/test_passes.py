@@ -1,0 +1,53 @@
+"""Graph passes: the fused-op counts are the contract, and parity holds before and after."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from conftest import RAGGED_LENGTHS, TINY_LAYERS, prune_configs, ragged_batch
+from onnx_tokprune.config import PruneConfig
+from onnx_tokprune.export.exporter import count_token_prune, kept_output_name, to_onnx
+from onnx_tokprune.export.passes import PassError, ort_transformer_fusions
+from onnx_tokprune.modeling import wrap
+
+CONFIGS = prune_configs()
+
+
+def _run(model, batch):
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    feeds = dict(zip(("input_ids", "attention_mask", "token_type_ids"), (t.numpy() for t in batch)))
+    return dict(zip(names, session.run(None, feeds)))
+
+
+@pytest.mark.parametrize("rule, normalizer", [("threshold", "fixed"), ("rank_bins", "length"), ("top_k", "fixed")])
+def test_fusions_keep_parity_and_fuse_every_layer_norm_and_gelu(tiny_bert, rule, normalizer):
+    config = PruneConfig(rule=rule, layers=tuple(CONFIGS[rule, normalizer]), score_normalizer=normalizer)
+    encoder = wrap(tiny_bert, config, explicit_softmax=True)
+    plain = to_onnx(encoder, 17)
+    fused, report = ort_transformer_fusions(plain, tiny_bert.config.num_attention_heads, tiny_bert.config.hidden_size)
+    # the contract: both residual LayerNorms of every layer, every FFN GELU, the embedding LayerNorm
+    assert report.counts.get("SkipLayerNormalization") == 2 * TINY_LAYERS
+    assert report.counts.get("BiasGelu") == TINY_LAYERS
+    assert report.counts.get("LayerNormalization") == 1
+    assert count_token_prune(fused) == count_token_prune(plain) == len(config.layers)
+    assert [(f.domain, f.name) for f in fused.functions] == [(f.domain, f.name) for f in plain.functions]
+    for lengths, seed in ((RAGGED_LENGTHS, 1), ([9], 2), ([40], 3)):
+        batch = ragged_batch(lengths, seed=seed)
+        before, after = _run(plain, batch), _run(fused, batch)
+        with torch.no_grad():
+            ref = encoder(*batch)
+        np.testing.assert_allclose(after["logits"], before["logits"], atol=1e-4)
+        np.testing.assert_allclose(after["logits"], ref.logits.numpy(), atol=1e-4)
+        for layer, raw in zip(encoder.pruning_layers, ref.kept_index):
+            np.testing.assert_array_equal(after[kept_output_name(layer)], raw.numpy())
+
+
+def test_fusions_refuse_a_softmax_that_feeds_the_score(tiny_bert):
+    config = PruneConfig(rule="threshold", layers=tuple(CONFIGS["threshold", "fixed"]))
+    plain = to_onnx(wrap(tiny_bert, config), 17)
+    with pytest.raises(PassError, match="explicit_softmax"):
+        ort_transformer_fusions(plain, tiny_bert.config.num_attention_heads, tiny_bert.config.hidden_size)
