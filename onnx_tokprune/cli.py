@@ -37,6 +37,7 @@ def user_errors(func):
         from onnx_tokprune.calibrate import CalibrationError
         from onnx_tokprune.data.glue import TaskError
         from onnx_tokprune.export.exporter import ExportError
+        from onnx_tokprune.export.passes import PassError
         from onnx_tokprune.importers import ConversionError
         from onnx_tokprune.modeling import CheckpointError
         from onnx_tokprune.parity import ParityError
@@ -46,7 +47,7 @@ def user_errors(func):
             return func(*args, **kwargs)
         except ParityError as e:
             raise click.ClickException(f"parity failed: {type(e).__name__}: {e}") from None
-        except (*USER_ERRORS, CalibrationError, ConversionError, ExportError, CheckpointError, TaskError, TrainingError) as e:
+        except (*USER_ERRORS, CalibrationError, ConversionError, ExportError, PassError, CheckpointError, TaskError, TrainingError) as e:
             raise click.ClickException(str(e).splitlines()[0]) from None
 
     return wrapper
@@ -149,9 +150,10 @@ def calibrate_command(model, data_file, output, keep, target_flops, rule, layers
 @click.option("--output", type=click.Path(), help="Artifact directory (default: <model>-onnx).")
 @click.option("--unpruned", is_flag=True, help="Export without TokenPrune (the baseline for benchmarks).")
 @click.option("--int8", is_flag=True, help="Dynamic INT8 quantization of the linear layers (TokenPrune and scores stay fp32)")
+@click.option("--optimize", is_flag=True, help="Apply onnxruntime's BERT fusions (SkipLayerNormalization, BiasGelu, ...); counts go in the manifest.")
 @click.option("--force", is_flag=True, help="Replace --output if it exists.")
 @user_errors
-def export_command(model, opset, output, unpruned, int8, force):
+def export_command(model, opset, output, unpruned, int8, optimize, force):
     """Export a pruned checkpoint to an ONNX artifact whose TokenPrune nodes remove tokens."""
     from onnx_tokprune.export.exporter import MAX_OPSET, MIN_OPSET, ExportError, count_token_prune, export_artifact
     from onnx_tokprune.modeling import load_pruned, read_model_type, wrap
@@ -164,11 +166,16 @@ def export_command(model, opset, output, unpruned, int8, force):
     encoder = load_pruned(model, "drop", require_config=not unpruned)
     if unpruned:
         encoder = wrap(encoder.model, None, "drop")
-    path = export_artifact(encoder, model, output, opset, force, int8=int8)
+    path = export_artifact(encoder, model, output, opset, force, int8=int8, optimize=optimize)
     import onnx
 
     nodes = count_token_prune(onnx.load(str(path / "model.onnx"), load_external_data=False))
     click.echo(f"wrote {path}: opset {opset}, {nodes} TokenPrune node(s) at layers {list(encoder.pruning_layers)}")
+    if optimize:
+        from onnx_tokprune.config import CONFIG_NAME
+
+        for done in json.loads((path / CONFIG_NAME).read_text())["export"]["passes"]:
+            click.echo(f"  pass {done['name']}: " + ", ".join(f"{k} {v}" for k, v in done["counts"].items()))
     if int8:
         from onnx_tokprune.config import CONFIG_NAME
 

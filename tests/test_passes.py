@@ -51,3 +51,27 @@ def test_fusions_refuse_a_softmax_that_feeds_the_score(tiny_bert):
     plain = to_onnx(wrap(tiny_bert, config), 17)
     with pytest.raises(PassError, match="explicit_softmax"):
         ort_transformer_fusions(plain, tiny_bert.config.num_attention_heads, tiny_bert.config.hidden_size)
+
+
+def test_export_optimize_records_the_pass_and_keeps_parity(tiny_checkpoint, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from onnx_tokprune.cli import calibrate_command, export_command, parity_command
+
+    sentences = tmp_path / "s.txt"
+    sentences.write_text("a gorgeous , witty , seductive movie .\nit 's slow -- very , very slow .\n"
+                         "the acting , costumes , music , cinematography and sound are all astounding .\n")
+    ckpt, artifact = tmp_path / "ckpt", tmp_path / "art"
+    runner = CliRunner()
+    assert runner.invoke(calibrate_command, ["--model", str(tiny_checkpoint), "--data", str(sentences), "--keep", "0.5", "--output", str(ckpt)]).exit_code == 0
+    both = runner.invoke(export_command, ["--model", str(ckpt), "--output", str(artifact), "--optimize", "--int8"])
+    assert both.exit_code == 1 and "--optimize with --int8" in both.output and not artifact.exists()
+    result = runner.invoke(export_command, ["--model", str(ckpt), "--output", str(artifact), "--optimize"])
+    assert result.exit_code == 0, result.output
+    assert "pass ort_transformer_fusions: " in result.output
+    (done,) = json.loads((artifact / "tokprune.json").read_text())["export"]["passes"]
+    assert done["counts"]["SkipLayerNormalization"] == 2 * 4 and done["counts"]["BiasGelu"] == 4
+    parity = runner.invoke(parity_command, ["--model", str(ckpt), "--artifact", str(artifact), "--data", str(sentences), "--batch-sizes", "1,3"])
+    assert parity.exit_code == 0, parity.output

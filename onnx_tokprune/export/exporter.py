@@ -119,13 +119,26 @@ def export_artifact(
     opset: int = MIN_OPSET,
     force: bool = False,
     int8: bool = False,
+    optimize: bool = False,
 ) -> Path:
     """Write an artifact dir atomically: built in a temp dir beside `output`, renamed at the end.
 
+    `optimize`: onnxruntime's BERT fusions (export.passes; scoring softmax written as exp/sum).
     `int8`: dynamic INT8 quantization of the weight MatMul/Gemm nodes (export.quantize.to_int8).
     """
     check_output_dir(Path(output), force)
-    model = to_onnx(encoder, opset)
+    if optimize and int8:
+        raise ExportError("--optimize with --int8 is not supported yet (onnxruntime's quantizer cannot type the fused graph): choose one")
+    passes = []
+    if optimize:
+        from onnx_tokprune.export.passes import ort_transformer_fusions
+
+        encoder = PrunedEncoder(encoder.adapter, encoder.config, "drop", explicit_softmax=True).eval()
+        hf = encoder.model.config
+        model, report = ort_transformer_fusions(to_onnx(encoder, opset), hf.num_attention_heads, hf.hidden_size)
+        passes.append(report.to_json())
+    else:
+        model = to_onnx(encoder, opset)
     int8_info = None
     if int8:
         from onnx_tokprune.export.quantize import WEIGHT_TYPE, to_int8
@@ -137,7 +150,9 @@ def export_artifact(
         onnx.save(model, str(tmp / MODEL_FILE))
         encoder.model.config.save_pretrained(tmp)
         copy_tokenizer_files(model_dir, tmp)
-        write_json_atomic(tmp / CONFIG_NAME, manifest(encoder, model, opset, str(model_dir), int8_info))
+        data = manifest(encoder, model, opset, str(model_dir), int8_info)
+        data["export"]["passes"] = passes
+        write_json_atomic(tmp / CONFIG_NAME, data)
     return Path(output)
 
 

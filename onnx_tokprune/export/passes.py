@@ -57,4 +57,6 @@ def ort_transformer_fusions(model: onnx.ModelProto, num_heads: int, hidden_size:
     fused.functions.extend(f for f in model.functions if (f.domain, f.name) not in have)
     if model.functions and not any(o.domain == OP_DOMAIN for o in fused.opset_import):
         fused.opset_import.append(onnx.helper.make_opsetid(OP_DOMAIN, OP_VERSION))
+    contrib = {n.domain for n in fused.graph.node} - {"", "ai.onnx", OP_DOMAIN}
+    fused.opset_import.extend(onnx.helper.make_opsetid(d, 1) for d in sorted(contrib - {o.domain for o in fused.opset_import}))
     return fused, PassReport("ort_transformer_fusions", counts)
