@@ -32,19 +32,23 @@ TOP_K_SHRINK = 1 - 1e-6
 15.000001 would keep 16 tokens where the user asked for 15% of 100; exact products stay exact."""
 
 
-def importance_score(probs: torch.Tensor, mask: torch.Tensor, normalizer: float | None) -> torch.Tensor:
+def importance_score(
+    probs: torch.Tensor, mask: torch.Tensor, normalizer: float | None, rows: torch.Tensor | None = None
+) -> torch.Tensor:
     """s[b,j] = 1/(H*N) * sum_h sum_{i kept} A[b,h,i,j], in fp32.
 
     `probs` is [B,H,S,S] (query i, key j), `mask` [B,S] with 1 for kept tokens. `normalizer` is the
-    fixed N, or None for N = number of kept tokens of the row.
+    fixed N, or None for N = number of kept tokens of the row. `rows` may pass the float mask already
+    shaped [B,1,1,S] (the encoder shares it with the attention bias: fewer graph nodes).
     """
     probs = probs.float()
-    rows = mask.to(probs.dtype)[:, None, None, :]
-    total = torch.matmul(rows, probs).sum(dim=(1, 2))
-    heads = probs.shape[1]
+    if rows is None:
+        rows = mask.to(probs.dtype)[:, None, None, :]
+    total = torch.matmul(rows.float(), probs).sum(dim=(1, 2))
+    heads = int(probs.shape[1])  # static: no shape nodes in an exported graph
     if normalizer is None:
         return total / (mask.to(probs.dtype).sum(dim=1, keepdim=True) * heads)
-    return total / (heads * normalizer)
+    return total * (1.0 / (heads * normalizer))
 
 
 class PruneResult(NamedTuple):

@@ -37,9 +37,14 @@ class PrunedOutput(NamedTuple):
     """Importance score [B,S] per pruning or observed layer (mask, soft and gate modes)."""
 
 
-def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """[B,S] 0/1 -> [B,1,1,S] additive attention mask whose exp underflows to exactly 0."""
-    return (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+def mask_rows(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[B,S] 0/1 -> [B,1,1,S] in `dtype`: the kept rows of the score and the source of the bias."""
+    return mask[:, None, None, :].to(dtype)
+
+
+def mask_bias(rows: torch.Tensor) -> torch.Tensor:
+    """[B,1,1,S] 0/1 rows -> additive attention mask whose exp underflows to exactly 0."""
+    return (1.0 - rows) * torch.finfo(rows.dtype).min
 
 
 class PrunedEncoder(nn.Module):
@@ -112,11 +117,13 @@ class PrunedEncoder(nn.Module):
         kept: list[torch.Tensor] = []
         kept_index: list[torch.Tensor] = []
         self._scores: dict[int, torch.Tensor] = {}
-        bias = additive_mask(mask, hidden.dtype)
+        rows = mask_rows(mask, hidden.dtype)
+        bias = mask_bias(rows)
         for index in range(self.num_layers):
-            hidden, mask, positions, record, raw = self._layer(index, hidden, mask, bias, positions)
+            hidden, mask, positions, record, raw = self._layer(index, hidden, mask, rows, bias, positions)
             if raw is not None or (record is not None and self.mode in ("mask", "gate")):
-                bias = additive_mask(mask, hidden.dtype)
+                rows = mask_rows(mask, hidden.dtype)
+                bias = mask_bias(rows)
             if record is not None:
                 kept.append(record)
             if raw is not None:
@@ -124,7 +131,7 @@ class PrunedEncoder(nn.Module):
         scores = None if self.mode == "drop" else self._scores
         return PrunedOutput(self.adapter.head(hidden), tuple(kept), tuple(kept_index), scores)
 
-    def _layer(self, index, hidden, mask, bias, positions):
+    def _layer(self, index, hidden, mask, rows, bias, positions):
         query, key, value = self.adapter.attention_projections(index)
         batch = hidden.shape[0]
 
@@ -144,16 +151,16 @@ class PrunedEncoder(nn.Module):
         record = raw = None
         if names is None and index in self.observe_layers:
             normalizer = self.config.normalizer_constant() if self.config is not None else None
-            self._scores[index] = importance_score(probs, mask, normalizer)
+            self._scores[index] = importance_score(probs, mask, normalizer, rows)
         if names is not None:
-            score = importance_score(probs, mask, self.config.normalizer_constant())
+            score = importance_score(probs, mask, self.config.normalizer_constant(), rows)
             self._scores[index] = score
             if self.score_hook is not None:
                 self.score_hook(index, score, mask)
             params = [getattr(self, n) for n in names]
             rounding = self.config.bin_rounding
             if self.mode == "drop":
-                width = context.shape[-1]
+                width = self.num_heads * self.head_dim  # static: no shape nodes in an exported graph
                 pruned = token_prune(torch.cat([context, hidden], dim=-1), score, mask, *params, rounding)
                 context, hidden = pruned.hidden[..., :width], pruned.hidden[..., width:]
                 mask, raw = pruned.mask, pruned.kept_index
