@@ -106,3 +106,33 @@ def tiny_checkpoint(tmp_path_factory):
     BertForSequenceClassification(config).eval().save_pretrained(path)
     AutoTokenizer.from_pretrained(source).save_pretrained(path)
     return path
+
+
+def token_prune_io():
+    """(inputs, outputs) value infos of a one-node TokenPrune model, named as the op's function."""
+    from onnx import TensorProto, helper
+
+    inputs = [
+        helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["B", "S", "D"]),
+        helper.make_tensor_value_info("score", TensorProto.FLOAT, ["B", "S"]),
+        helper.make_tensor_value_info("mask", TensorProto.INT64, ["B", "S"]),
+        helper.make_tensor_value_info("threshold", TensorProto.FLOAT, []),
+        helper.make_tensor_value_info("bin_mask", TensorProto.INT64, ["NB"]),
+        helper.make_tensor_value_info("keep_ratio", TensorProto.FLOAT, []),
+    ]
+    outputs = [
+        helper.make_tensor_value_info("hidden_out", TensorProto.FLOAT, ["B", "K", "D"]),
+        helper.make_tensor_value_info("mask_out", TensorProto.INT64, ["B", "K"]),
+        helper.make_tensor_value_info("kept_index", TensorProto.INT64, ["B", "K"]),
+    ]
+    return inputs, outputs
+
+
+def assert_one_line_error(result, *fragments):
+    """A click command failed with exactly one `Error:` line on stderr holding every fragment."""
+    assert result.exit_code != 0, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:"), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]

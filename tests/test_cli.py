@@ -8,6 +8,7 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
+from conftest import assert_one_line_error
 from onnx_tokprune.cli import calibrate_command, export_command, main, parity_command
 from onnx_tokprune.runtime import open_artifact
 
@@ -28,15 +29,6 @@ SENTENCES = [
 def run(command, args):
     result = CliRunner().invoke(command, [str(a) for a in args])
     return result
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code != 0, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error:"), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")

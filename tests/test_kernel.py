@@ -14,7 +14,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from conftest import minilm_path
+from conftest import minilm_path, token_prune_io
 from onnx_tokprune.export.op import add_token_prune_function
 from onnx_tokprune.runtime.kernel import build_kernel
 from onnx_tokprune.scoring import OP_DOMAIN, OP_NAME, OP_VERSION, token_prune_reference
@@ -37,19 +37,7 @@ def kernel_library():
 def one_node_model(bin_rounding: str | None = None, function: str | bool | None = False) -> onnx.ModelProto:
     """A model holding one tokprune::TokenPrune node. `function=False`: no function attached (only a
     registered kernel can run it); else the ONNX function for rule `function` (None = full rule)."""
-    inputs = [
-        helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["B", "S", "D"]),
-        helper.make_tensor_value_info("score", TensorProto.FLOAT, ["B", "S"]),
-        helper.make_tensor_value_info("mask", TensorProto.INT64, ["B", "S"]),
-        helper.make_tensor_value_info("threshold", TensorProto.FLOAT, []),
-        helper.make_tensor_value_info("bin_mask", TensorProto.INT64, ["NB"]),
-        helper.make_tensor_value_info("keep_ratio", TensorProto.FLOAT, []),
-    ]
-    outputs = [
-        helper.make_tensor_value_info("hidden_out", TensorProto.FLOAT, ["B", "K", "D"]),
-        helper.make_tensor_value_info("mask_out", TensorProto.INT64, ["B", "K"]),
-        helper.make_tensor_value_info("kept_index", TensorProto.INT64, ["B", "K"]),
-    ]
+    inputs, outputs = token_prune_io()
     attrs = {} if bin_rounding is None else {"bin_rounding": bin_rounding}
     node = helper.make_node(OP_NAME, [i.name for i in inputs], [o.name for o in outputs], domain=OP_DOMAIN, **attrs)
     graph = helper.make_graph([node], "token_prune_only", inputs, outputs)

@@ -7,8 +7,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from onnx import TensorProto, helper
+from onnx import helper
 
+from conftest import token_prune_io
 from onnx_tokprune.export.op import INPUTS, OUTPUTS, add_token_prune_function, token_prune_function
 from onnx_tokprune.scoring import OP_DOMAIN, OP_NAME, OP_VERSION, token_prune_reference
 
@@ -16,19 +17,7 @@ OPSETS = (17, 18)
 
 
 def _one_node_model(opset: int, body: str | None = None) -> onnx.ModelProto:
-    inputs = [
-        helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["B", "S", "D"]),
-        helper.make_tensor_value_info("score", TensorProto.FLOAT, ["B", "S"]),
-        helper.make_tensor_value_info("mask", TensorProto.INT64, ["B", "S"]),
-        helper.make_tensor_value_info("threshold", TensorProto.FLOAT, []),
-        helper.make_tensor_value_info("bin_mask", TensorProto.INT64, ["NB"]),
-        helper.make_tensor_value_info("keep_ratio", TensorProto.FLOAT, []),
-    ]
-    outputs = [
-        helper.make_tensor_value_info("hidden_out", TensorProto.FLOAT, ["B", "K", "D"]),
-        helper.make_tensor_value_info("mask_out", TensorProto.INT64, ["B", "K"]),
-        helper.make_tensor_value_info("kept_index", TensorProto.INT64, ["B", "K"]),
-    ]
+    inputs, outputs = token_prune_io()
     node = helper.make_node(OP_NAME, [i.name for i in inputs], [o.name for o in outputs], domain=OP_DOMAIN)
     graph = helper.make_graph([node], "token_prune_only", inputs, outputs)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])

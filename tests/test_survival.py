@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from conftest import assert_one_line_error
 from onnx_tokprune.cli import calibrate_command, export_command, main, show_command
 from onnx_tokprune.data.text import TextExample
 from onnx_tokprune.runtime import ArtifactError, open_artifact
@@ -33,14 +34,10 @@ def run(command, args):
     return CliRunner().invoke(command, [str(a) for a in args])
 
 
-def assert_one_line_error(result, *fragments):
+def assert_exit_1_one_line_error(result, *fragments):
     assert result.exit_code == 1, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error:"), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
+    assert_one_line_error(result, *fragments)
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +128,7 @@ def test_unpruned_artifact_is_refused(checkpoint, tmp_path):
     assert run(export_command, ["--model", checkpoint, "--output", baseline, "--unpruned"]).exit_code == 0
     with pytest.raises(ArtifactError, match="without pruning"):
         token_survival(open_artifact(baseline, threads=1), TEXT)
-    assert_one_line_error(
+    assert_exit_1_one_line_error(
         run(show_command, ["--artifact", baseline, "--text", TEXT, "--png", tmp_path / "x.png"]), "without pruning"
     )
     assert not (tmp_path / "x.png").exists()
@@ -158,7 +155,7 @@ def test_cli_pair(artifact, tmp_path):
 def test_cli_refuses_existing_png_without_force(artifact, tmp_path):
     out = tmp_path / "show.png"
     out.write_bytes(b"mine")
-    assert_one_line_error(run(show_command, ["--artifact", artifact, "--text", TEXT, "--png", out]), "--force")
+    assert_exit_1_one_line_error(run(show_command, ["--artifact", artifact, "--text", TEXT, "--png", out]), "--force")
     assert out.read_bytes() == b"mine"
     result = run(show_command, ["--artifact", artifact, "--text", TEXT, "--png", out, "--force"])
     assert result.exit_code == 0, result.output
@@ -167,18 +164,18 @@ def test_cli_refuses_existing_png_without_force(artifact, tmp_path):
 
 def test_cli_missing_artifact(tmp_path):
     result = run(show_command, ["--artifact", tmp_path / "nope", "--text", TEXT, "--png", tmp_path / "x.png"])
-    assert_one_line_error(result, "has no model.onnx")
+    assert_exit_1_one_line_error(result, "has no model.onnx")
     assert not (tmp_path / "x.png").exists()
 
 
 def test_cli_text_too_long(artifact, tmp_path):
     result = run(show_command, ["--artifact", artifact, "--text", " ".join(["word"] * 100), "--png", tmp_path / "x.png"])
-    assert_one_line_error(result, "102 tokens", "64")
+    assert_exit_1_one_line_error(result, "102 tokens", "64")
 
 
 def test_cli_without_matplotlib(artifact, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     out = tmp_path / "x.png"
-    assert_one_line_error(run(show_command, ["--artifact", artifact, "--text", TEXT, "--png", out]), "needs matplotlib")
+    assert_exit_1_one_line_error(run(show_command, ["--artifact", artifact, "--text", TEXT, "--png", out]), "needs matplotlib")
     assert not out.exists() and not list(tmp_path.iterdir())

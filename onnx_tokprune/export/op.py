@@ -66,7 +66,7 @@ def token_prune_function(opset: int, rule: str | None = None, bin_rounding: str 
             n("ReduceSum", ["valid_i", "axis1"], ["count"], keepdims=1),
         ]
     if rule == "rank_bins" and bin_rounding == "top":
-        # ToP compatibility: bin = int(rank / (n + 1e-6) * NB) in float32, clipped for invalid tokens
+        # ToP compatibility: bin = int(rank / (n + 1e-6) * NB) in float32
         nodes += [
             n("Shape", ["bin_mask"], ["nbins"]),
             n("Cast", ["nbins"], ["nbins_f"], to=TensorProto.FLOAT),
@@ -80,19 +80,18 @@ def token_prune_function(opset: int, rule: str | None = None, bin_rounding: str 
             n("Mul", ["rank_q1", "nbins_f"], ["bin_f"]),
             n("Floor", ["bin_f"], ["bin_floor"]),
             n("Cast", ["bin_floor"], ["bin_raw"], to=TensorProto.INT64),
-            n("Sub", ["nbins", "one"], ["last_bin"]),
-            n("Min", ["bin_raw", "last_bin"], ["bin"]),
-            n("Gather", ["bin_mask", "bin"], ["bin_keep_i"]),
-            n("Equal", ["bin_keep_i", "one"], ["bin_keep"]),
         ]
-        terms.append("bin_keep")
     elif rule in (None, "rank_bins"):
-        # rank bins: bin = floor(rank * NB / max(n, 1)), clipped for invalid tokens
+        # rank bins: bin = floor(rank * NB / max(n, 1))
         nodes += [
             n("Shape", ["bin_mask"], ["nbins"]),
             n("Max", ["count", "one"], ["count_safe"]),
             n("Mul", ["rank", "nbins"], ["rank_nb"]),
             n("Div", ["rank_nb", "count_safe"], ["bin_raw"]),
+        ]
+    if rule in (None, "rank_bins"):
+        # clipped for invalid tokens, then looked up in the bin table
+        nodes += [
             n("Sub", ["nbins", "one"], ["last_bin"]),
             n("Min", ["bin_raw", "last_bin"], ["bin"]),
             n("Gather", ["bin_mask", "bin"], ["bin_keep_i"]),

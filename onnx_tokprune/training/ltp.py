@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-import torch
 
 from onnx_tokprune.config import LayerRule, PruneConfig
 from onnx_tokprune.data.metrics import compute_metrics
@@ -26,8 +25,7 @@ from onnx_tokprune.training.common import (
     ClassifierObjective,
     TrainingError,
     TrainSettings,
-    check_num_labels,
-    load_task_data,
+    load_finetuned,
     predict,
     run_trainer,
     save_checkpoint,
@@ -114,14 +112,8 @@ def train_ltp(
     force: bool = False,
 ) -> tuple[PruneConfig, dict[str, float]]:
     """Run both LTP stages from a fine-tuned checkpoint; save the result; return (config, dev metrics)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     settings.check()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
-    spec, train, dev = load_task_data(task, tokenizer, data_dir, max_train_samples, max_length, settings.soft.seed)
-    check_num_labels(model, spec)
-    torch.manual_seed(settings.soft.seed)
+    tokenizer, model, spec, train, dev = load_finetuned(model_dir, task, data_dir, max_train_samples, max_length, settings.soft.seed)
 
     if settings.init_flops is not None:
         start = calibrated_config(model.eval(), tokenizer, spec.name, data_dir, settings)

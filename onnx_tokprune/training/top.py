@@ -24,6 +24,7 @@ hard stage fine-tunes the weights with the gates fixed (mask mode, same distilla
 from __future__ import annotations
 
 import copy
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -33,13 +34,12 @@ from torch.nn import functional as F
 
 from onnx_tokprune.config import LayerRule, PruneConfig
 from onnx_tokprune.data.metrics import compute_metrics
-from onnx_tokprune.flops import EncoderShape
+from onnx_tokprune.flops import EncoderShape, relative_flops
 from onnx_tokprune.modeling import wrap
 from onnx_tokprune.training.common import (
     TrainingError,
     TrainSettings,
-    check_num_labels,
-    load_task_data,
+    load_finetuned,
     predict,
     run_trainer,
     save_checkpoint,
@@ -50,6 +50,8 @@ from onnx_tokprune.training.ranking import rank_distillation_loss
 BIN_GATE_INIT = 10.0
 LAYER_GATE_INIT = -10.0
 """ToP's initial log-alphas (clamped to +-log 100 at once): every bin open, every layer gate closed."""
+TOP_RULE = {"rule": "rank_bins", "method": "top", "score_normalizer": "length"}
+"""The PruneConfig fields every ToP checkpoint shares (bin masks per layer added)."""
 
 
 @dataclass
@@ -176,8 +178,6 @@ def measured_relative_flops(model, config: PruneConfig | None, rows: list[dict],
     token_type_ids lists), run in mask mode (what the artifact removes)."""
     from transformers import DataCollatorWithPadding
 
-    from onnx_tokprune.flops import relative_flops
-
     if config is None:
         return 1.0
     encoder = wrap(model, config, "mask")
@@ -259,7 +259,7 @@ def rematch_checkpoint(
     for ex in examples:
         enc = tokenizer(ex.text, ex.text_pair, truncation=True, max_length=limit, return_token_type_ids=True)
         rows.append({k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")})
-    method = {"rule": "rank_bins", "method": "top", "score_normalizer": "length"}
+    method = TOP_RULE
 
     def measure(cfg):
         return measured_relative_flops(model, cfg, rows, tokenizer, shape)
@@ -396,27 +396,16 @@ def train_top(
     force: bool = False,
 ) -> tuple[PruneConfig, dict[str, float]]:
     """Train ToP from a fine-tuned checkpoint (student start and teacher); save; return (config, dev metrics)."""
-    import math
-
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    tokenizer, model, spec, train, dev = load_finetuned(model_dir, task, data_dir, max_train_samples, max_length, settings.train.seed)
     num_layers = model.config.num_hidden_layers
     settings.check(num_layers)
-    spec, train, dev = load_task_data(task, tokenizer, data_dir, max_train_samples, max_length, settings.train.seed)
-    check_num_labels(model, spec)
-    torch.manual_seed(settings.train.seed)
 
     layers = settings.pruning_layers(num_layers)
     teacher = wrap(copy.deepcopy(model), None, "mask", observe_layers=(num_layers - 1,))
     for p in model.base_model.embeddings.parameters():
         p.requires_grad_(False)
     shape = EncoderShape.from_hf(model.config)
-    candidates = PruneConfig(
-        rule="rank_bins", method="top", score_normalizer="length",
-        layers=tuple(LayerRule(layer, bin_mask=(1,) * settings.bins) for layer in layers),
-    )
+    candidates = PruneConfig(layers=tuple(LayerRule(layer, bin_mask=(1,) * settings.bins) for layer in layers), **TOP_RULE)
     student = wrap(model, candidates, "gate", observe_layers=settings.distilled_layers(num_layers))
     gates = ToPGates(layers, settings.bins, shape)
     steps_per_epoch = math.ceil(len(train) / settings.train.batch_size)
@@ -430,7 +419,7 @@ def train_top(
         objective, train, tokenizer, settings.train, groups, constant_extra_lr=True, callbacks=(_callback(objective, history),)
     )
     gates.eval()
-    method = {"rule": "rank_bins", "method": "top", "score_normalizer": "length"}
+    method = TOP_RULE
     rules, matched = gates.binarized_rules(), {}
     if settings.match_samples and rules:
         sample = train.shuffle(seed=settings.train.seed).select(range(min(settings.match_samples, len(train))))
