@@ -150,7 +150,7 @@ def calibrate_command(model, data_file, output, keep, target_flops, rule, layers
 @click.option("--output", type=click.Path(), help="Artifact directory (default: <model>-onnx).")
 @click.option("--unpruned", is_flag=True, help="Export without TokenPrune (the baseline for benchmarks).")
 @click.option("--int8", is_flag=True, help="Dynamic INT8 quantization of the linear layers (TokenPrune and scores stay fp32)")
-@click.option("--optimize", is_flag=True, help="Apply onnxruntime's BERT fusions (SkipLayerNormalization, BiasGelu, ...); counts go in the manifest.")
+@click.option("--optimize", is_flag=True, help="Apply onnxruntime's BERT fusions (SkipLayerNormalization, BiasGelu, ...; with --unpruned also EmbedLayerNormalization and Attention); counts go in the manifest.")
 @click.option("--force", is_flag=True, help="Replace --output if it exists.")
 @user_errors
 def export_command(model, opset, output, unpruned, int8, optimize, force):
@@ -180,11 +180,9 @@ def export_command(model, opset, output, unpruned, int8, optimize, force):
         from onnx_tokprune.config import CONFIG_NAME
 
         counts = json.loads((path / CONFIG_NAME).read_text())["export"]["int8"]
-        click.echo(
-            f"  INT8 (QInt8 weights{', per channel' if counts['per_channel'] else ''}): "
-            f"{counts['quantized_matmuls']} MatMul + {counts['quantized_gemms']} Gemm quantized, "
-            f"{counts['fp32_matmuls']} activation MatMul(s) (attention, scores) kept fp32"
-        )
+        done = ", ".join(f"{k.removeprefix('quantized_')} {v}" for k, v in counts.items() if k.startswith("quantized_"))
+        kept = f", {counts['fp32_matmuls']} activation MatMul(s) (attention, scores) kept fp32" if "fp32_matmuls" in counts else ""
+        click.echo(f"  INT8 (QInt8 weights{', per channel' if counts['per_channel'] else ''}): quantized {done}{kept}")
 
 
 @main.command("parity")
@@ -217,27 +215,44 @@ def parity_command(model, artifact, data_file, samples, batch_sizes, atol, repor
 
 
 @main.command("bench")
-@click.option("--artifact", required=True, type=click.Path(), help="Pruned artifact directory.")
-@click.option("--baseline", required=True, type=click.Path(), help="Unpruned artifact (tokprune-export --unpruned).")
-@click.option("--data", "data_files", required=True, multiple=True, type=click.Path(), help="Sentences; repeat for several files.")
+@click.option("--artifact", required=True, type=click.Path(), help="Pruned fp32 artifact directory (tokprune-export).")
+@click.option("--data", "data_files", required=True, multiple=True, type=click.Path(), help="Sentences: GLUE .tsv or one per line; repeat for several files.")
+@click.option("--model", "checkpoint", type=click.Path(), help="The artifact's checkpoint (default: the one its manifest names).")
 @click.option("--samples", type=int, default=200, show_default=True, help="Sentences per file.")
-@click.option("--threads", type=int, default=2, show_default=True, help="onnxruntime intra-op threads.")
-@click.option("--repeats", type=int, default=5, show_default=True, help="Runs per sentence (median taken).")
-@click.option("--json", "json_out", type=click.Path(), help="Also write the results as JSON here.")
+@click.option("--threads", type=int, default=2, show_default=True, help="Intra-op threads (onnxruntime and PyTorch).")
+@click.option("--repeats", type=int, default=5, show_default=True, help="Runs per input (median taken).")
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Batch of the throughput measurement.")
+@click.option("--output", type=click.Path(), help="Directory for bench.json, bench.md, bench.png (default: <artifact>-bench).")
+@click.option("--force", is_flag=True, help="Replace --output if it exists.")
 @user_errors
-def bench_command(artifact, baseline, data_files, samples, threads, repeats, json_out):
-    """Batch-1 latency: pruned vs unpruned onnxruntime, speedup, FLOPs reduction, removal efficiency."""
+def bench_command(artifact, data_files, checkpoint, samples, threads, repeats, batch_size, output, force):
+    """Pruned vs unpruned (onnxruntime-optimized fp32 and INT8) vs PyTorch eager: batch 1 and batch 8."""
+    import shlex
+
+    from onnx_tokprune.config import write_json_atomic
     from onnx_tokprune.data.text import read_texts
-    from onnx_tokprune.runtime.bench import latency_table, measure_latency, to_json
+    from onnx_tokprune.io import atomic_output_dir
+    from onnx_tokprune.runtime.bench_suite import environment_line, markdown, plot, run_bench, to_json
 
-    results = [
-        measure_latency(artifact, baseline, read_texts(f, limit=samples), Path(f).parent.name or Path(f).name, threads, repeats)
-        for f in data_files
-    ]
-    click.echo(latency_table(results))
-    if json_out:
-        _write_json(json_out, to_json(results))
-
+    for name, value in (("samples", samples), ("threads", threads), ("repeats", repeats), ("batch-size", batch_size)):
+        if value < 1:
+            raise click.BadParameter(f"must be at least 1, got {value}", param_hint=f"--{name}")
+    output = Path(output or f"{str(artifact).rstrip('/')}-bench")
+    check_output_dir(output, force)
+    data = [(Path(f).parent.name or Path(f).stem, read_texts(f, limit=samples)) for f in data_files]
+    report = run_bench(artifact, data, checkpoint, threads, repeats, batch_size)
+    args = ["tokprune-bench", "--artifact", str(artifact), *(a for f in data_files for a in ("--data", str(f)))]
+    args += ["--model", str(checkpoint)] if checkpoint else []
+    args += [f"--samples={samples}", f"--threads={threads}", f"--repeats={repeats}", f"--batch-size={batch_size}"]
+    report.command = shlex.join(args)
+    click.echo(environment_line(report))
+    table = markdown(report)
+    with atomic_output_dir(output, force) as tmp:
+        write_json_atomic(tmp / "bench.json", to_json(report))
+        (tmp / "bench.md").write_text(table + "\n")
+        plot(report, tmp / "bench.png")
+    click.echo(table)
+    click.echo(f"wrote {output}/bench.json, bench.md, bench.png")
 
 
 def _recipe_defaults(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:

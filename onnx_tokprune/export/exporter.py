@@ -123,13 +123,25 @@ def export_artifact(
 ) -> Path:
     """Write an artifact dir atomically: built in a temp dir beside `output`, renamed at the end.
 
-    `optimize`: onnxruntime's BERT fusions (export.passes; scoring softmax written as exp/sum).
+    `optimize`: onnxruntime's BERT fusions (export.passes; scoring softmax written as exp/sum). An
+    unpruned encoder (config None) is then exported from the HF model itself and fully fused
+    (export.baseline: Attention included), the baseline a practitioner would deploy.
     `int8`: dynamic INT8 quantization of the weight MatMul/Gemm nodes (export.quantize.to_int8).
     """
     check_output_dir(Path(output), force)
+    passes: list[dict[str, Any]] = []
+    int8_info = None
+    if optimize and encoder.config is None:
+        from onnx_tokprune.export.baseline import export_unpruned_optimized, quantize_unpruned_optimized
+
+        model, report = export_unpruned_optimized(encoder.model, opset)
+        passes.append(report.to_json())
+        if int8:
+            model, counts = quantize_unpruned_optimized(model)
+            int8_info = {**counts, "weight_type": "QInt8"}
+        return _write_artifact(encoder, model, model_dir, output, opset, force, int8_info, passes)
     if optimize and int8:
-        raise ExportError("--optimize with --int8 is not supported yet (onnxruntime's quantizer cannot type the fused graph): choose one")
-    passes = []
+        raise ExportError("--optimize with --int8 is not supported for pruned graphs yet (onnxruntime's quantizer cannot type the fused graph): choose one")
     if optimize:
         from onnx_tokprune.export.passes import ort_transformer_fusions
 
@@ -139,13 +151,16 @@ def export_artifact(
         passes.append(report.to_json())
     else:
         model = to_onnx(encoder, opset)
-    int8_info = None
     if int8:
         from onnx_tokprune.export.quantize import WEIGHT_TYPE, to_int8
 
         cfg = encoder.config
         model, counts = to_int8(model, cfg.rule if cfg is not None else None, cfg.bin_rounding if cfg is not None else "exact")
         int8_info = {**counts, "weight_type": WEIGHT_TYPE}
+    return _write_artifact(encoder, model, model_dir, output, opset, force, int8_info, passes)
+
+
+def _write_artifact(encoder, model, model_dir, output, opset, force, int8_info, passes) -> Path:
     with atomic_output_dir(output, force) as tmp:
         onnx.save(model, str(tmp / MODEL_FILE))
         encoder.model.config.save_pretrained(tmp)

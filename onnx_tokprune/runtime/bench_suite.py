@@ -1,0 +1,350 @@
+"""`tokprune-bench`: a pruned artifact against the baselines a practitioner would otherwise deploy.
+
+In one process, with fixed threads, on unpadded real sentences, five variants:
+
+- ``unpruned fp32``: the HF model exported and fully fused by onnxruntime (export.baseline);
+- ``unpruned int8``: the same, dynamic per-channel QInt8 (QAttention, MatMulInteger);
+- ``pruned fp32``: the artifact as exported;
+- ``pruned int8``: the artifact's graph through export.quantize.to_int8;
+- ``pytorch eager``: the unpruned HF model in PyTorch.
+
+Batch 1: every sentence runs through every variant back to back (median of `repeats` runs each);
+the table gives the median and p90 over sentences and speedup = Σ unpruned fp32 / Σ variant.
+Batch 8: consecutive sentences, ragged, padded to the batch's longest (the pruned graphs get the
+same padded batch and its attention mask); throughput in sentences/s.
+FLOPs come from the kept tokens each pruned graph reports (flops.EncoderShape). Removal efficiency
+(DESIGN.md §4) = Σ oracle / Σ pruned, the oracle being the unpruned graph of the same precision on
+the sentence's first L_eq tokens, L_eq the length whose unpruned FLOPs equal the pruned run's.
+The reference curve times the unpruned graphs on every sentence cut to a fraction of its FLOPs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from tqdm.auto import tqdm
+
+from onnx_tokprune.config import CONFIG_NAME
+from onnx_tokprune.data.text import TextExample
+from onnx_tokprune.flops import EncoderShape
+from onnx_tokprune.runtime.bench import _kept_counts, cpu_model
+from onnx_tokprune.runtime.kernel import find_kernel
+from onnx_tokprune.runtime.session import ArtifactError, KernelChoice, session_options
+
+VARIANTS = ("unpruned fp32", "unpruned int8", "pruned fp32", "pruned int8", "pytorch eager")
+ORACLE_OF = {"pruned fp32": "unpruned fp32", "pruned int8": "unpruned int8"}
+CURVE_FRACTIONS = (0.125, 0.25, 0.375, 0.5, 0.75, 1.0)
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+
+Feeds = dict[str, np.ndarray]
+
+
+@dataclass
+class VariantResult:
+    variant: str
+    batch1_median_ms: float
+    batch1_p90_ms: float
+    speedup: float
+    """Σ unpruned fp32 batch-1 time / Σ this variant's."""
+    batch8_per_s: float
+    batch8_speedup: float
+    flops_reduction: float
+    removal_efficiency: float | None = None
+    oracle_median_ms: float | None = None
+
+
+@dataclass
+class DataResult:
+    data: str
+    sentences: int
+    mean_tokens: float
+    variants: list[VariantResult]
+    curve: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    """Per unpruned variant: (relative FLOPs, mean batch-1 ms) with every sentence cut to a fraction of its FLOPs."""
+    points: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    """Per variant: per-sentence (FLOPs / mean unpruned FLOPs, batch-1 ms)."""
+
+
+@dataclass
+class BenchReport:
+    artifact: str
+    checkpoint: str
+    threads: int
+    repeats: int
+    cpu: str
+    isa: list[str]
+    onnxruntime: str
+    torch: str
+    token_prune: str
+    results: list[DataResult]
+    command: str = ""
+
+
+def isa_flags() -> list[str]:
+    """The SIMD extensions onnxruntime's kernels can use on this CPU (from /proc/cpuinfo)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return [f for f in ISA_FLAGS if f in flags]
+
+
+class _Runner:
+    """One variant: a callable on encoded feeds returning {output name: array}."""
+
+    def __init__(self, name: str, run: Callable[[Feeds], dict[str, np.ndarray]]) -> None:
+        self.name, self.run = name, run
+
+    def time(self, feeds: Feeds, repeats: int) -> tuple[float, dict[str, np.ndarray]]:
+        times, out = [], {}
+        for _ in range(repeats):
+            start = time.perf_counter()
+            out = self.run(feeds)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times) * 1e3, out
+
+
+def _ort_runner(name: str, model: onnx.ModelProto, threads: int, kernel: str | None) -> _Runner:
+    session = ort.InferenceSession(
+        model.SerializeToString(), session_options(threads, kernel, spinning=False), providers=["CPUExecutionProvider"]
+    )
+    inputs = [i.name for i in session.get_inputs()]
+    outputs = [o.name for o in session.get_outputs()]
+
+    def run(feeds: Feeds) -> dict[str, np.ndarray]:
+        return dict(zip(outputs, session.run(outputs, {k: feeds[k] for k in inputs})))
+
+    return _Runner(name, run)
+
+
+def _torch_runner(hf_model, threads: int) -> _Runner:
+    import torch
+
+    torch.set_num_threads(threads)
+
+    def run(feeds: Feeds) -> dict[str, np.ndarray]:
+        with torch.inference_mode():
+            logits = hf_model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits
+        return {"logits": logits.numpy()}
+
+    return _Runner("pytorch eager", run)
+
+
+def build_variants(
+    artifact: str | os.PathLike, checkpoint: str | os.PathLike | None, threads: int, kernel_library: KernelChoice = None
+) -> tuple[dict[str, _Runner], str, str]:
+    """The five variants of the module docstring; returns (runners, checkpoint, "kernel"|"function")."""
+    from transformers import AutoModelForSequenceClassification
+
+    from onnx_tokprune.export.baseline import export_unpruned_optimized, quantize_unpruned_optimized
+    from onnx_tokprune.export.quantize import to_int8
+
+    artifact = Path(artifact)
+    if not (artifact / "model.onnx").is_file() or not (artifact / CONFIG_NAME).is_file():
+        raise ArtifactError(f"{artifact} is not an artifact: pass a directory written by tokprune-export")
+    manifest = json.loads((artifact / CONFIG_NAME).read_text())
+    export = manifest.get("export", {})
+    if export.get("int8"):
+        raise ArtifactError(f"{artifact} is an INT8 artifact: pass the fp32 one (the bench builds the INT8 variants itself)")
+    if not export.get("pruning_layers"):
+        raise ArtifactError(f"{artifact} does not prune: pass a pruned artifact (the bench builds the unpruned baselines)")
+    checkpoint = checkpoint or export.get("source")
+    if not checkpoint or not (Path(checkpoint) / "config.json").is_file():
+        raise ArtifactError(f"checkpoint {checkpoint!r} of {artifact} not found: pass it with --model")
+    if kernel_library is None:
+        kernel_library = find_kernel()
+    kernel = str(kernel_library) if kernel_library else None
+
+    hf_model = AutoModelForSequenceClassification.from_pretrained(str(checkpoint)).eval()
+    eager = _torch_runner(hf_model, threads)
+    fused, _ = export_unpruned_optimized(AutoModelForSequenceClassification.from_pretrained(str(checkpoint)).eval())
+    pruned = onnx.load(str(artifact / "model.onnx"))
+    pruned_int8, _ = to_int8(pruned, manifest.get("rule"), manifest.get("bin_rounding", "exact"))
+    runners = {
+        "unpruned fp32": _ort_runner("unpruned fp32", fused, threads, None),
+        "unpruned int8": _ort_runner("unpruned int8", quantize_unpruned_optimized(fused)[0], threads, None),
+        "pruned fp32": _ort_runner("pruned fp32", pruned, threads, kernel),
+        "pruned int8": _ort_runner("pruned int8", pruned_int8, threads, kernel),
+        "pytorch eager": eager,
+    }
+    return runners, str(checkpoint), "kernel" if kernel else "function"
+
+
+def _cut(feeds: Feeds, length: int) -> Feeds:
+    return {k: v[:, :length] for k, v in feeds.items()}
+
+
+def bench_data(
+    runners: dict[str, _Runner],
+    shape: EncoderShape,
+    rows: Sequence[tuple[list[int], list[int]]],
+    pad: Callable[[Sequence[tuple[list[int], list[int]]]], Feeds],
+    data_name: str,
+    repeats: int = 5,
+    batch_size: int = 8,
+    warmup: int = 10,
+    progress: bool = True,
+) -> DataResult:
+    """Time every variant on `rows` (token ids) at batch 1 and `batch_size` (see module docstring)."""
+    lengths = [len(r[0]) for r in rows]
+    for row in rows[:warmup]:
+        for runner in runners.values():
+            runner.run(pad([row]))
+    ms: dict[str, list[float]] = {name: [] for name in runners}
+    flops: dict[str, list[float]] = {name: [] for name in runners}
+    oracle: dict[str, list[float]] = {name: [] for name in ORACLE_OF}
+    for row in tqdm(rows, desc=f"batch 1 {data_name}".strip(), disable=not progress):
+        feeds = pad([row])
+        n = len(row[0])
+        for name, runner in runners.items():
+            t, out = runner.time(feeds, repeats)
+            ms[name].append(t)
+            flops[name].append(shape.flops(n, _kept_counts(out)))
+        for name, base in ORACLE_OF.items():
+            length = max(1, min(n, int(round(shape.equivalent_length(flops[name][-1])))))
+            oracle[name].append(runners[base].time(_cut(feeds, length), repeats)[0])
+
+    batch_ms: dict[str, float] = {name: 0.0 for name in runners}
+    batches = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
+    for batch in tqdm(batches, desc=f"batch {batch_size} {data_name}".strip(), disable=not progress):
+        feeds = pad(batch)
+        for name, runner in runners.items():
+            batch_ms[name] += runner.time(feeds, repeats)[0]
+
+    base_flops = [shape.flops(n) for n in lengths]
+    mean_base = float(np.mean(base_flops))
+    curve: dict[str, list[tuple[float, float]]] = {}
+    for base in ORACLE_OF.values():
+        points = []
+        for fraction in tqdm(CURVE_FRACTIONS, desc=f"curve {base} {data_name}".strip(), disable=not progress):
+            t, f = [], []
+            for row in rows:
+                n = len(row[0])
+                length = max(1, min(n, int(round(shape.equivalent_length(fraction * shape.flops(n))))))
+                t.append(runners[base].time(_cut(pad([row]), length), repeats)[0])
+                f.append(shape.flops(length))
+            points.append((sum(f) / sum(base_flops), float(np.mean(t))))
+        curve[base] = points
+
+    total_base = sum(ms["unpruned fp32"])
+    results = []
+    for name in runners:
+        results.append(
+            VariantResult(
+                variant=name,
+                batch1_median_ms=statistics.median(ms[name]),
+                batch1_p90_ms=float(np.percentile(ms[name], 90)),
+                speedup=total_base / sum(ms[name]),
+                batch8_per_s=len(rows) / (batch_ms[name] / 1e3),
+                batch8_speedup=batch_ms["unpruned fp32"] / batch_ms[name],
+                flops_reduction=sum(base_flops) / sum(flops[name]),
+                removal_efficiency=sum(oracle[name]) / sum(ms[name]) if name in oracle else None,
+                oracle_median_ms=statistics.median(oracle[name]) if name in oracle else None,
+            )
+        )
+    points = {name: [(f / mean_base, t) for f, t in zip(flops[name], ms[name])] for name in runners}
+    return DataResult(data_name, len(rows), float(np.mean(lengths)), results, curve, points)
+
+
+def run_bench(
+    artifact: str | os.PathLike,
+    data: Sequence[tuple[str, Sequence[TextExample]]],
+    checkpoint: str | os.PathLike | None = None,
+    threads: int = 2,
+    repeats: int = 5,
+    batch_size: int = 8,
+    kernel_library: KernelChoice = None,
+    progress: bool = True,
+) -> BenchReport:
+    """Build the variants once, then `bench_data` on each (name, examples)."""
+    import torch
+
+    from onnx_tokprune.runtime.text_encoder import TextEncoder
+
+    runners, checkpoint, token_prune = build_variants(artifact, checkpoint, threads, kernel_library)
+    encoder = TextEncoder.from_dir(artifact)
+    shape = EncoderShape.from_hf(json.loads((Path(artifact) / "config.json").read_text()))
+    results = [
+        bench_data(runners, shape, encoder.token_ids(examples), encoder.pad, name, repeats, batch_size, progress=progress)
+        for name, examples in data
+    ]
+    return BenchReport(
+        artifact=str(artifact), checkpoint=checkpoint, threads=threads, repeats=repeats, cpu=cpu_model(),
+        isa=isa_flags(), onnxruntime=ort.__version__, torch=torch.__version__, token_prune=token_prune, results=results,
+    )
+
+
+def environment_line(report: BenchReport) -> str:
+    isa = ", ".join(report.isa) or "none of " + "/".join(ISA_FLAGS)
+    return (
+        f"CPU: {report.cpu} ({platform.machine()}; ISA: {isa}); {report.threads} threads; onnxruntime {report.onnxruntime}, "
+        f"torch {report.torch}; TokenPrune: {report.token_prune}; medians of {report.repeats} runs per input."
+    )
+
+
+def markdown(report: BenchReport) -> str:
+    """The table `tokprune-bench` prints and writes (bench.md)."""
+    head = (
+        "| data | variant | batch 1 median ms | batch 1 p90 ms | speedup (batch 1) | batch 8 sent/s | speedup (batch 8) "
+        "| FLOPs reduction | speedup ÷ FLOPs reduction | removal efficiency |"
+    )
+    lines = [head, "|" + "---|" * 10]
+    for result in report.results:
+        for v in result.variants:
+            eff = f"{v.removal_efficiency:.2f}" if v.removal_efficiency is not None else ""
+            lines.append(
+                f"| {result.data} ({result.sentences} sent., {result.mean_tokens:.1f} tok.) | {v.variant} | {v.batch1_median_ms:.2f} | "
+                f"{v.batch1_p90_ms:.2f} | {v.speedup:.2f}× | {v.batch8_per_s:.1f} | {v.batch8_speedup:.2f}× | "
+                f"{v.flops_reduction:.2f}× | {v.speedup / v.flops_reduction:.2f} | {eff} |"
+            )
+    lines.append("")
+    lines.append(environment_line(report))
+    if report.command:
+        lines.append(f"\nCommand: `{report.command}`")
+    return "\n".join(lines)
+
+
+def plot(report: BenchReport, path: str | os.PathLike) -> None:
+    """Latency vs relative FLOPs per data file, the unpruned latency-vs-length curves as reference."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(report.results), figsize=(6 * len(report.results), 4.5), squeeze=False)
+    colors = {"unpruned fp32": "tab:blue", "unpruned int8": "tab:cyan", "pruned fp32": "tab:red", "pruned int8": "tab:orange", "pytorch eager": "tab:gray"}
+    for ax, result in zip(axes[0], report.results):
+        for base, points in result.curve.items():
+            x, y = zip(*points)
+            ax.plot(x, y, "-", color=colors[base], label=f"{base}, sentences cut to fewer FLOPs")
+        for v in result.variants:
+            pts = result.points.get(v.variant, [])
+            x = sum(p[0] for p in pts) / len(pts)
+            y = sum(p[1] for p in pts) / len(pts)
+            ax.plot([x], [y], "o", color=colors.get(v.variant, "black"), markersize=8, label=f"{v.variant} (mean)")
+        ax.set_xlabel("relative FLOPs (1 = unpruned)")
+        ax.set_ylabel("batch-1 latency, mean ms")
+        ax.set_title(f"{result.data}: {result.sentences} sentences, {result.mean_tokens:.0f} tokens on average")
+        ax.set_xlim(left=0)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"{Path(report.artifact).name}: {report.cpu}, {report.threads} threads", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def to_json(report: BenchReport) -> dict:
+    return asdict(report)
