@@ -78,7 +78,9 @@ def test_int8_graph_structure(pair, case):
     assert "Gemm" not in ops
     assert {n.name: list(n.input) for n in activation_matmuls(int8)} == activations
     assert counts["fp32_matmuls"] == len(activations) == ops.count("MatMul")
-    assert counts == {"quantized_matmuls": 24, "quantized_gemms": 2, "fp32_matmuls": 8 + len(prune_configs()[case]), "per_channel": True}
+    # 6 weight MatMuls per layer (Q, K, V, output, FFN in/out); a scoring layer packs Q, K, V into one
+    scoring = len(prune_configs()[case])
+    assert counts == {"quantized_matmuls": 24 - 2 * scoring, "quantized_gemms": 2, "fp32_matmuls": 8 + scoring, "per_channel": True}
     # TokenPrune's score input: computed in fp32 from plain MatMuls (rowmask @ probs; the walk up stops at
     # MatMuls, earlier TokenPrune nodes and Shape, whose input's values do not matter); nothing quantized on the way
     producers = {o: n for n in int8.graph.node for o in n.output}
@@ -141,7 +143,8 @@ def test_export_artifact_int8_manifest(tiny_bert, tmp_path):
     plain = json.loads((tmp_path / "fp32" / CONFIG_NAME).read_text())["export"]
     export = json.loads((tmp_path / "int8" / CONFIG_NAME).read_text())["export"]
     assert "int8" not in plain
-    assert export["int8"] == {"quantized_matmuls": 24, "quantized_gemms": 2, "fp32_matmuls": 10, "per_channel": True, "weight_type": "QInt8"}
+    # two scoring layers, each with one packed Q/K/V MatMul instead of three
+    assert export["int8"] == {"quantized_matmuls": 20, "quantized_gemms": 2, "fp32_matmuls": 10, "per_channel": True, "weight_type": "QInt8"}
     assert export["token_prune_nodes"] == plain["token_prune_nodes"] == 2
     assert {k: v for k, v in export.items() if k != "int8"} == {k: v for k, v in plain.items()}
     session = ort.InferenceSession(str(tmp_path / "int8" / MODEL_FILE), providers=["CPUExecutionProvider"])
@@ -176,7 +179,8 @@ def test_cli_int8(calibrated, tmp_path, unpruned):
     assert result.exit_code == 0, result.output
     assert "INT8" in result.output
     export = json.loads((out / CONFIG_NAME).read_text())["export"]
-    assert export["int8"]["weight_type"] == "QInt8" and export["int8"]["quantized_matmuls"] == 24
+    scoring = len(json.loads((out / CONFIG_NAME).read_text())["export"]["pruning_layers"])
+    assert export["int8"]["weight_type"] == "QInt8" and export["int8"]["quantized_matmuls"] == 24 - 2 * scoring
     model = onnx.load(str(out / MODEL_FILE))
     assert count_token_prune(model) == export["token_prune_nodes"] == (0 if unpruned else len(export["pruning_layers"]))
     assert any(n.op_type == "MatMulInteger" for n in model.graph.node)

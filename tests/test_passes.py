@@ -10,7 +10,7 @@ import torch
 from conftest import RAGGED_LENGTHS, TINY_LAYERS, prune_configs, ragged_batch
 from onnx_tokprune.config import PruneConfig
 from onnx_tokprune.export.exporter import count_token_prune, kept_output_name, to_onnx
-from onnx_tokprune.export.passes import PassError, ort_transformer_fusions
+from onnx_tokprune.export.passes import ort_transformer_fusions
 from onnx_tokprune.modeling import wrap
 
 CONFIGS = prune_configs()
@@ -24,15 +24,20 @@ def _run(model, batch):
 
 
 @pytest.mark.parametrize("rule, normalizer", [("threshold", "fixed"), ("rank_bins", "length"), ("top_k", "fixed")])
-def test_fusions_keep_parity_and_fuse_every_layer_norm_and_gelu(tiny_bert, rule, normalizer):
+def test_fusions_keep_parity_and_fuse_every_layer_that_does_not_score(tiny_bert, rule, normalizer):
     config = PruneConfig(rule=rule, layers=tuple(CONFIGS[rule, normalizer]), score_normalizer=normalizer)
-    encoder = wrap(tiny_bert, config, explicit_softmax=True)
+    encoder = wrap(tiny_bert, config)
     plain = to_onnx(encoder, 17)
     fused, report = ort_transformer_fusions(plain, tiny_bert.config.num_attention_heads, tiny_bert.config.hidden_size)
-    # the contract: both residual LayerNorms of every layer, every FFN GELU, the embedding LayerNorm
+    # the contract: Attention for every layer that does not score, both residual LayerNorms of every
+    # layer, every FFN GELU, and the embedding LayerNorm (fused with the embeddings when layer 0 is plain)
+    scoring = {rule.layer for rule in config.layers}
+    assert report.counts.get("Attention", 0) == TINY_LAYERS - len(scoring)
     assert report.counts.get("SkipLayerNormalization") == 2 * TINY_LAYERS
     assert report.counts.get("BiasGelu") == TINY_LAYERS
-    assert report.counts.get("LayerNormalization") == 1
+    embed = "LayerNormalization" if 0 in scoring else "EmbedLayerNormalization"
+    assert report.counts.get(embed) == 1
+    assert sum(n.op_type == "Softmax" for n in fused.graph.node) == len(scoring)
     assert count_token_prune(fused) == count_token_prune(plain) == len(config.layers)
     assert [(f.domain, f.name) for f in fused.functions] == [(f.domain, f.name) for f in plain.functions]
     for lengths, seed in ((RAGGED_LENGTHS, 1), ([9], 2), ([40], 3)):
@@ -44,13 +49,6 @@ def test_fusions_keep_parity_and_fuse_every_layer_norm_and_gelu(tiny_bert, rule,
         np.testing.assert_allclose(after["logits"], ref.logits.numpy(), atol=1e-4)
         for layer, raw in zip(encoder.pruning_layers, ref.kept_index):
             np.testing.assert_array_equal(after[kept_output_name(layer)], raw.numpy())
-
-
-def test_fusions_refuse_a_softmax_that_feeds_the_score(tiny_bert):
-    config = PruneConfig(rule="threshold", layers=tuple(CONFIGS["threshold", "fixed"]))
-    plain = to_onnx(wrap(tiny_bert, config), 17)
-    with pytest.raises(PassError, match="explicit_softmax"):
-        ort_transformer_fusions(plain, tiny_bert.config.num_attention_heads, tiny_bert.config.hidden_size)
 
 
 def test_export_optimize_records_the_pass_and_keeps_parity(tiny_checkpoint, tmp_path):
@@ -66,8 +64,10 @@ def test_export_optimize_records_the_pass_and_keeps_parity(tiny_checkpoint, tmp_
     ckpt, artifact = tmp_path / "ckpt", tmp_path / "art"
     runner = CliRunner()
     assert runner.invoke(calibrate_command, ["--model", str(tiny_checkpoint), "--data", str(sentences), "--keep", "0.5", "--output", str(ckpt)]).exit_code == 0
-    both = runner.invoke(export_command, ["--model", str(ckpt), "--output", str(artifact), "--optimize", "--int8"])
-    assert both.exit_code == 1 and "--optimize with --int8" in both.output and not artifact.exists()
+    both = runner.invoke(export_command, ["--model", str(ckpt), "--output", str(tmp_path / "int8"), "--optimize", "--int8"])
+    assert both.exit_code == 0, both.output
+    export = json.loads((tmp_path / "int8" / "tokprune.json").read_text())["export"]
+    assert export["int8"]["quantized_attention"] == export["passes"][0]["counts"]["Attention"] == 4 - len(export["pruning_layers"])
     result = runner.invoke(export_command, ["--model", str(ckpt), "--output", str(artifact), "--optimize"])
     assert result.exit_code == 0, result.output
     assert "pass ort_transformer_fusions: " in result.output

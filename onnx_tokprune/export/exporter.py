@@ -123,7 +123,7 @@ def export_artifact(
 ) -> Path:
     """Write an artifact dir atomically: built in a temp dir beside `output`, renamed at the end.
 
-    `optimize`: onnxruntime's BERT fusions (export.passes; scoring softmax written as exp/sum). An
+    `optimize`: onnxruntime's BERT fusions (export.passes; scoring layers stay unfused). An
     unpruned encoder (config None) is then exported from the HF model itself and fully fused
     (export.baseline: Attention included), the baseline a practitioner would deploy.
     `int8`: dynamic INT8 quantization of the weight MatMul/Gemm nodes (export.quantize.to_int8).
@@ -140,12 +140,9 @@ def export_artifact(
             model, counts = quantize_unpruned_optimized(model)
             int8_info = {**counts, "weight_type": "QInt8"}
         return _write_artifact(encoder, model, model_dir, output, opset, force, int8_info, passes)
-    if optimize and int8:
-        raise ExportError("--optimize with --int8 is not supported for pruned graphs yet (onnxruntime's quantizer cannot type the fused graph): choose one")
     if optimize:
         from onnx_tokprune.export.passes import ort_transformer_fusions
 
-        encoder = PrunedEncoder(encoder.adapter, encoder.config, "drop", explicit_softmax=True).eval()
         hf = encoder.model.config
         model, report = ort_transformer_fusions(to_onnx(encoder, opset), hf.num_attention_heads, hf.hidden_size)
         passes.append(report.to_json())

@@ -37,11 +37,12 @@ def activation_matmuls(model: onnx.ModelProto) -> list[onnx.NodeProto]:
 def to_int8(
     model: onnx.ModelProto, rule: str | None = None, bin_rounding: str = "exact", per_channel: bool = True
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
-    """Quantize `model`'s weight MatMul/Gemm nodes dynamically (onnxruntime quantize_dynamic, QInt8).
+    """Quantize `model`'s weight MatMul/Gemm nodes (and fused Attention nodes) dynamically
+    (onnxruntime quantize_dynamic, QInt8).
 
     Returns (quantized model, info): "quantized_matmuls" / "quantized_gemms" (weight nodes now
-    MatMulInteger), "fp32_matmuls" (activation MatMuls left as they were, score MatMuls included)
-    and "per_channel".
+    MatMulInteger), "fp32_matmuls" (activation MatMuls left as they were, score MatMuls included),
+    "per_channel", and "quantized_attention" (Attention -> QAttention) when the graph was fused.
     The TokenPrune function and its opset import are re-attached (`rule`, `bin_rounding`) if lost.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -66,12 +67,12 @@ def to_int8(
             quantize_dynamic(
                 src,
                 dst,
-                op_types_to_quantize=list(LINEAR_OPS),
+                op_types_to_quantize=[*LINEAR_OPS, "Attention"],  # Attention: the fused layers of --optimize
                 nodes_to_exclude=excluded,
                 weight_type=QuantType.QInt8,
                 per_channel=per_channel,
                 reduce_range=False,
-                extra_options={"MatMulConstBOnly": True},
+                extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
             )
         finally:
             root.setLevel(level)
@@ -79,7 +80,7 @@ def to_int8(
 
     if any(n.domain == OP_DOMAIN and n.op_type == OP_NAME for n in quantized.graph.node):
         add_token_prune_function(quantized, rule, bin_rounding)  # no-op when quantize_dynamic kept them
-    missed = [n.name for n in weight_linear_nodes(quantized)]
+    missed = [n.name for n in weight_linear_nodes(quantized)] + [n.name for n in quantized.graph.node if n.op_type == "Attention"]
     integer = sum(1 for n in quantized.graph.node if n.op_type == "MatMulInteger")
     kept = {n.name for n in activation_matmuls(quantized)}
     if missed or integer != len(selected) or kept != set(excluded):
@@ -94,4 +95,7 @@ def to_int8(
         "fp32_matmuls": sum(1 for n in quantized.graph.node if n.op_type == "MatMul"),
         "per_channel": per_channel,
     }
+    attention = sum(1 for n in model.graph.node if n.op_type == "Attention")
+    if attention:
+        counts["quantized_attention"] = attention
     return quantized, counts

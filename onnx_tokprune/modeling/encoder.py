@@ -14,10 +14,12 @@ Modes over the same weights and decisions (DESIGN.md §2):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from onnx_tokprune.config import PruneConfig
@@ -55,15 +57,10 @@ class PrunedEncoder(nn.Module):
         adapter,
         config: PruneConfig | None,
         mode: str = "drop",
-        explicit_softmax: bool = False,
         temperature: float = 1e-3,
         observe_layers: tuple[int, ...] = (),
     ) -> None:
-        """`explicit_softmax` writes scoring layers' softmax as exp/sum: onnxruntime's transformer
-        optimizer rejects a Softmax with a second consumer (the score), DESIGN.md §4. A plain
-        session runs one Softmax node faster, so it is off unless that optimizer will run."""
         super().__init__()
-        self.explicit_softmax = explicit_softmax
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if mode == "soft" and (config is None or config.rule != "threshold"):
@@ -132,20 +129,27 @@ class PrunedEncoder(nn.Module):
         return PrunedOutput(self.adapter.head(hidden), tuple(kept), tuple(kept_index), scores)
 
     def _layer(self, index, hidden, mask, rows, bias, positions):
-        query, key, value = self.adapter.attention_projections(index)
         batch = hidden.shape[0]
+        width = self.num_heads * self.head_dim  # static: no shape nodes in an exported graph
+        names = self._params.get(index)
 
         def heads(x: torch.Tensor) -> torch.Tensor:
             return x.view(batch, -1, self.num_heads, self.head_dim).transpose(1, 2)
 
-        q, k, v = heads(query(hidden)), heads(key(hidden)), heads(value(hidden))
-        logits = torch.matmul(q, k.transpose(-1, -2)) * (self.head_dim**-0.5) + bias
-        names = self._params.get(index)
-        if names is not None and self.explicit_softmax:
-            e = torch.exp(logits - logits.amax(dim=-1, keepdim=True))
-            probs = e / e.sum(dim=-1, keepdim=True)
+        projections = self.adapter.attention_projections(index)
+        if names is not None or index in self.observe_layers:
+            # A scoring layer projects Q, K and V with one packed matrix (one GEMM instead of three).
+            # It also keeps onnxruntime's attention fuser off this layer (it matches three MatMuls):
+            # fusing would drop the probabilities the score reads (DESIGN.md §4).
+            weight = torch.cat([p.weight for p in projections])
+            bias_qkv = torch.cat([p.bias for p in projections])
+            q, k, v = (heads(x) for x in F.linear(hidden, weight, bias_qkv).split(width, dim=-1))
         else:
-            probs = torch.softmax(logits, dim=-1)
+            q, k, v = (heads(p(hidden)) for p in projections)
+        # Div, not Mul: with two Mul parents on the Add, onnxruntime's attention fuser cannot tell the
+        # scaled scores from the mask bias and leaves the layer unfused.
+        logits = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim) + bias
+        probs = torch.softmax(logits, dim=-1)
         context = torch.matmul(self.adapter.attention_dropout(index)(probs), v)
         context = context.transpose(1, 2).reshape(batch, -1, self.num_heads * self.head_dim)
         record = raw = None
@@ -160,7 +164,6 @@ class PrunedEncoder(nn.Module):
             params = [getattr(self, n) for n in names]
             rounding = self.config.bin_rounding
             if self.mode == "drop":
-                width = self.num_heads * self.head_dim  # static: no shape nodes in an exported graph
                 pruned = token_prune(torch.cat([context, hidden], dim=-1), score, mask, *params, rounding)
                 context, hidden = pruned.hidden[..., :width], pruned.hidden[..., width:]
                 mask, raw = pruned.mask, pruned.kept_index
