@@ -94,11 +94,11 @@ def test_bench_writes_table_json_png(pruned_artifact, tmp_path):
         assert 1.4 < rows[name]["flops_reduction"] < 3.0
         assert rows[name]["removal_efficiency"] > 0 and rows[name]["oracle_median_ms"] > 0
     for row in rows.values():
-        assert 0 < row["batch1_median_ms"] <= row["batch1_p90_ms"] and row["batch8_per_s"] > 0
+        assert 0 < row["batch1_median_ms"] <= row["batch1_p90_ms"] and row["batch8_per_s"] > 0 and row["fixed_cost_ms"] > 0
     curve = data_result["curve"]["unpruned fp32"]
     assert [round(x, 1) for x, _ in curve][-1] == 1.0 and curve[0][0] < 0.3
     table = (out / "bench.md").read_text()
-    assert table.count("| sentences") == 0 and table.count("| pruned int8 |") == 1 and "speedup ÷ FLOPs reduction" in table
+    assert table.count("| sentences") == 0 and table.count("| pruned int8 |") == 1 and "speedup ÷ FLOPs reduction" in table and "8-token ms" in table
     assert f"`tokprune-bench --artifact {pruned_artifact} --data {data} --samples=200 --threads=1" in table
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     again = CliRunner().invoke(bench_command, args)

@@ -143,7 +143,8 @@ class PrunedEncoder(nn.Module):
             # fusing would drop the probabilities the score reads (DESIGN.md §4).
             weight = torch.cat([p.weight for p in projections])
             bias_qkv = torch.cat([p.bias for p in projections])
-            q, k, v = (heads(x) for x in F.linear(hidden, weight, bias_qkv).split(width, dim=-1))
+            qkv = F.linear(hidden, weight, bias_qkv).view(batch, -1, 3 * self.num_heads, self.head_dim).transpose(1, 2)
+            q, k, v = qkv.split(self.num_heads, dim=1)  # one Reshape + Transpose + Split for all three
         else:
             q, k, v = (heads(p(hidden)) for p in projections)
         # Div, not Mul: with two Mul parents on the Add, onnxruntime's attention fuser cannot tell the

@@ -10,6 +10,7 @@ In one process, with fixed threads, on unpadded real sentences, five variants:
 
 Batch 1: every sentence runs through every variant back to back (median of `repeats` runs each);
 the table gives the median and p90 over sentences and speedup = Σ unpruned fp32 / Σ variant.
+Fixed cost: batch-1 latency on the sentences cut to their first 8 tokens.
 Batch 8: consecutive sentences, ragged, padded to the batch's longest (the pruned graphs get the
 same padded batch and its attention mask); throughput in sentences/s.
 FLOPs come from the kept tokens each pruned graph reports (flops.EncoderShape). Removal efficiency
@@ -44,6 +45,7 @@ from onnx_tokprune.runtime.session import ArtifactError, KernelChoice, session_o
 VARIANTS = ("unpruned fp32", "unpruned int8", "pruned fp32", "pruned int8", "pytorch eager")
 ORACLE_OF = {"pruned fp32": "unpruned fp32", "pruned int8": "unpruned int8"}
 CURVE_FRACTIONS = (0.125, 0.25, 0.375, 0.5, 0.75, 1.0)
+FIXED_COST_TOKENS = 8
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
 
 Feeds = dict[str, np.ndarray]
@@ -59,6 +61,8 @@ class VariantResult:
     batch8_per_s: float
     batch8_speedup: float
     flops_reduction: float
+    fixed_cost_ms: float
+    """Median batch-1 latency on sentences cut to FIXED_COST_TOKENS tokens: the per-run fixed cost."""
     removal_efficiency: float | None = None
     oracle_median_ms: float | None = None
 
@@ -88,6 +92,8 @@ class BenchReport:
     token_prune: str
     results: list[DataResult]
     command: str = ""
+    pruned_graph: str = ""
+    """The artifact's pruning layers and the passes it was exported with."""
 
 
 def isa_flags() -> list[str]:
@@ -139,6 +145,12 @@ def _torch_runner(hf_model, threads: int) -> _Runner:
         return {"logits": logits.numpy()}
 
     return _Runner("pytorch eager", run)
+
+
+def describe_pruned(export: dict) -> str:
+    """"pruning layers [1, 3]; fused: Attention 4, ..." from an artifact manifest's export section."""
+    passes = "; ".join(f"{p['name']}: " + ", ".join(f"{k} {v}" for k, v in p["counts"].items()) for p in export.get("passes", []))
+    return f"pruning layers {export.get('pruning_layers')}; " + (passes or "no graph passes (export without --optimize)")
 
 
 def build_variants(
@@ -222,6 +234,13 @@ def bench_data(
         for name, runner in runners.items():
             batch_ms[name] += runner.time(feeds, repeats)[0]
 
+    fixed: dict[str, list[float]] = {name: [] for name in runners}
+    short = [row for row in rows if len(row[0]) >= FIXED_COST_TOKENS] or rows
+    for row in tqdm(short, desc=f"{FIXED_COST_TOKENS} tokens {data_name}".strip(), disable=not progress):
+        feeds = _cut(pad([row]), FIXED_COST_TOKENS)
+        for name, runner in runners.items():
+            fixed[name].append(runner.time(feeds, repeats)[0])
+
     base_flops = [shape.flops(n) for n in lengths]
     mean_base = float(np.mean(base_flops))
     curve: dict[str, list[tuple[float, float]]] = {}
@@ -249,6 +268,7 @@ def bench_data(
                 batch8_per_s=len(rows) / (batch_ms[name] / 1e3),
                 batch8_speedup=batch_ms["unpruned fp32"] / batch_ms[name],
                 flops_reduction=sum(base_flops) / sum(flops[name]),
+                fixed_cost_ms=statistics.median(fixed[name]),
                 removal_efficiency=sum(oracle[name]) / sum(ms[name]) if name in oracle else None,
                 oracle_median_ms=statistics.median(oracle[name]) if name in oracle else None,
             )
@@ -279,9 +299,11 @@ def run_bench(
         bench_data(runners, shape, encoder.token_ids(examples), encoder.pad, name, repeats, batch_size, progress=progress)
         for name, examples in data
     ]
+    export = json.loads((Path(artifact) / CONFIG_NAME).read_text())["export"]
     return BenchReport(
         artifact=str(artifact), checkpoint=checkpoint, threads=threads, repeats=repeats, cpu=cpu_model(),
         isa=isa_flags(), onnxruntime=ort.__version__, torch=torch.__version__, token_prune=token_prune, results=results,
+        pruned_graph=describe_pruned(export),
     )
 
 
@@ -290,6 +312,7 @@ def environment_line(report: BenchReport) -> str:
     return (
         f"CPU: {report.cpu} ({platform.machine()}; ISA: {isa}); {report.threads} threads; onnxruntime {report.onnxruntime}, "
         f"torch {report.torch}; TokenPrune: {report.token_prune}; medians of {report.repeats} runs per input."
+        + (f" Pruned graph: {report.pruned_graph}." if report.pruned_graph else "")
     )
 
 
@@ -297,16 +320,16 @@ def markdown(report: BenchReport) -> str:
     """The table `tokprune-bench` prints and writes (bench.md)."""
     head = (
         "| data | variant | batch 1 median ms | batch 1 p90 ms | speedup (batch 1) | batch 8 sent/s | speedup (batch 8) "
-        "| FLOPs reduction | speedup ÷ FLOPs reduction | removal efficiency |"
+        f"| FLOPs reduction | speedup ÷ FLOPs reduction | removal efficiency | {FIXED_COST_TOKENS}-token ms |"
     )
-    lines = [head, "|" + "---|" * 10]
+    lines = [head, "|" + "---|" * 11]
     for result in report.results:
         for v in result.variants:
             eff = f"{v.removal_efficiency:.2f}" if v.removal_efficiency is not None else ""
             lines.append(
                 f"| {result.data} ({result.sentences} sent., {result.mean_tokens:.1f} tok.) | {v.variant} | {v.batch1_median_ms:.2f} | "
                 f"{v.batch1_p90_ms:.2f} | {v.speedup:.2f}× | {v.batch8_per_s:.1f} | {v.batch8_speedup:.2f}× | "
-                f"{v.flops_reduction:.2f}× | {v.speedup / v.flops_reduction:.2f} | {eff} |"
+                f"{v.flops_reduction:.2f}× | {v.speedup / v.flops_reduction:.2f} | {eff} | {v.fixed_cost_ms:.2f} |"
             )
     lines.append("")
     lines.append(environment_line(report))
@@ -348,3 +371,11 @@ def plot(report: BenchReport, path: str | os.PathLike) -> None:
 
 def to_json(report: BenchReport) -> dict:
     return asdict(report)
+
+
+def from_json(data: dict) -> BenchReport:
+    """The inverse of `to_json` (bench.json -> BenchReport)."""
+    results = [
+        DataResult(**{**r, "variants": [VariantResult(**v) for v in r["variants"]]}) for r in data["results"]
+    ]
+    return BenchReport(**{**data, "results": results})
