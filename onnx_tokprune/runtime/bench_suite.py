@@ -8,7 +8,9 @@ In one process, with fixed threads, on unpadded real sentences, five variants:
 - ``pruned int8``: the artifact's graph through export.quantize.to_int8;
 - ``pytorch eager``: the unpruned HF model in PyTorch.
 
-Batch 1: every sentence runs through every variant back to back (median of `repeats` runs each);
+Batch 1: every sentence runs through the onnxruntime variants back to back (median of `repeats`
+runs each), then through PyTorch in a separate pass (its spinning OpenMP workers would slow the
+next session);
 the table gives the median and p90 over sentences and speedup = Σ unpruned fp32 / Σ variant.
 Fixed cost: batch-1 latency on the sentences cut to their first 8 tokens.
 Batch 8: consecutive sentences, ragged, padded to the batch's longest (the pruned graphs get the
@@ -197,6 +199,21 @@ def _cut(feeds: Feeds, length: int) -> Feeds:
     return {k: v[:, :length] for k, v in feeds.items()}
 
 
+def _curve(runner: _Runner, shape: EncoderShape, rows, pad, repeats: int, label: str, progress: bool) -> list[tuple[float, float]]:
+    """(relative FLOPs, mean ms) with every sentence cut to each of CURVE_FRACTIONS of its FLOPs."""
+    base_flops = sum(shape.flops(len(row[0])) for row in rows)
+    points = []
+    for fraction in tqdm(CURVE_FRACTIONS, desc=f"curve, {label}", disable=not progress):
+        t, f = [], []
+        for row in rows:
+            n = len(row[0])
+            length = max(1, min(n, int(round(shape.equivalent_length(fraction * shape.flops(n))))))
+            t.append(runner.time(_cut(pad([row]), length), repeats)[0])
+            f.append(shape.flops(length))
+        points.append((sum(f) / base_flops, float(np.mean(t))))
+    return points
+
+
 def bench_data(
     runners: dict[str, _Runner],
     shape: EncoderShape,
@@ -210,52 +227,47 @@ def bench_data(
 ) -> DataResult:
     """Time every variant on `rows` (token ids) at batch 1 and `batch_size` (see module docstring)."""
     lengths = [len(r[0]) for r in rows]
-    for row in rows[:warmup]:
-        for runner in runners.values():
-            runner.run(pad([row]))
     ms: dict[str, list[float]] = {name: [] for name in runners}
     flops: dict[str, list[float]] = {name: [] for name in runners}
     oracle: dict[str, list[float]] = {name: [] for name in ORACLE_OF}
-    for row in tqdm(rows, desc=f"batch 1 {data_name}".strip(), disable=not progress):
-        feeds = pad([row])
-        n = len(row[0])
-        for name, runner in runners.items():
-            t, out = runner.time(feeds, repeats)
-            ms[name].append(t)
-            flops[name].append(shape.flops(n, _kept_counts(out)))
-        for name, base in ORACLE_OF.items():
-            length = max(1, min(n, int(round(shape.equivalent_length(flops[name][-1])))))
-            oracle[name].append(runners[base].time(_cut(feeds, length), repeats)[0])
-
     batch_ms: dict[str, float] = {name: 0.0 for name in runners}
-    batches = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
-    for batch in tqdm(batches, desc=f"batch {batch_size} {data_name}".strip(), disable=not progress):
-        feeds = pad(batch)
-        for name, runner in runners.items():
-            batch_ms[name] += runner.time(feeds, repeats)[0]
-
     fixed: dict[str, list[float]] = {name: [] for name in runners}
+    batches = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
     short = [row for row in rows if len(row[0]) >= FIXED_COST_TOKENS] or rows
-    for row in tqdm(short, desc=f"{FIXED_COST_TOKENS} tokens {data_name}".strip(), disable=not progress):
-        feeds = _cut(pad([row]), FIXED_COST_TOKENS)
-        for name, runner in runners.items():
-            fixed[name].append(runner.time(feeds, repeats)[0])
+    curve: dict[str, list[tuple[float, float]]] = {}
+    # onnxruntime variants interleaved per input; PyTorch on its own afterwards, because its OpenMP
+    # workers keep spinning after a call and would slow whichever session runs next.
+    groups = [[n for n in runners if n != "pytorch eager"], [n for n in runners if n == "pytorch eager"]]
+    for group in (g for g in groups if g):
+        label = f"{'onnxruntime' if 'pytorch eager' not in group else 'pytorch'} {data_name}".strip()
+        for row in rows[:warmup]:
+            for name in group:
+                runners[name].run(pad([row]))
+        for row in tqdm(rows, desc=f"batch 1, {label}", disable=not progress):
+            feeds = pad([row])
+            n = len(row[0])
+            for name in group:
+                t, out = runners[name].time(feeds, repeats)
+                ms[name].append(t)
+                flops[name].append(shape.flops(n, _kept_counts(out)))
+            for name, base in ORACLE_OF.items():
+                if name in group and base in group:
+                    length = max(1, min(n, int(round(shape.equivalent_length(flops[name][-1])))))
+                    oracle[name].append(runners[base].time(_cut(feeds, length), repeats)[0])
+        for batch in tqdm(batches, desc=f"batch {batch_size}, {label}", disable=not progress):
+            feeds = pad(batch)
+            for name in group:
+                batch_ms[name] += runners[name].time(feeds, repeats)[0]
+        for row in tqdm(short, desc=f"{FIXED_COST_TOKENS} tokens, {label}", disable=not progress):
+            feeds = _cut(pad([row]), FIXED_COST_TOKENS)
+            for name in group:
+                fixed[name].append(runners[name].time(feeds, repeats)[0])
+        for base in ORACLE_OF.values():
+            if base in group:
+                curve[base] = _curve(runners[base], shape, rows, pad, repeats, f"{base} {data_name}".strip(), progress)
 
     base_flops = [shape.flops(n) for n in lengths]
     mean_base = float(np.mean(base_flops))
-    curve: dict[str, list[tuple[float, float]]] = {}
-    for base in ORACLE_OF.values():
-        points = []
-        for fraction in tqdm(CURVE_FRACTIONS, desc=f"curve {base} {data_name}".strip(), disable=not progress):
-            t, f = [], []
-            for row in rows:
-                n = len(row[0])
-                length = max(1, min(n, int(round(shape.equivalent_length(fraction * shape.flops(n))))))
-                t.append(runners[base].time(_cut(pad([row]), length), repeats)[0])
-                f.append(shape.flops(length))
-            points.append((sum(f) / sum(base_flops), float(np.mean(t))))
-        curve[base] = points
-
     total_base = sum(ms["unpruned fp32"])
     results = []
     for name in runners:
