@@ -62,3 +62,48 @@ def test_parity_on_real_sentences(real_artifact, task, limit):
             assert all(v == 1.0 for v in comp.kept_agreement.values()), comp
             assert comp.max_abs_logit_diff <= 1e-4 and comp.prediction_agreement == 1.0, comp
         assert len(report.comparisons) == 4
+
+
+def test_fused_artifact_keeps_parity_and_fuses_every_plain_layer(real_artifact, tmp_path):
+    """`--optimize` on the real model: Attention for the layers that do not score, parity unchanged."""
+    import json
+
+    from onnx_tokprune.data.text import read_texts
+    from onnx_tokprune.export.exporter import export_artifact
+    from onnx_tokprune.parity import check_parity
+    from onnx_tokprune.runtime import open_artifact
+
+    encoder, artifact, _ = real_artifact
+    fused = export_artifact(encoder, artifact, tmp_path / "fused", opset=17, optimize=True)
+    (done,) = json.loads((fused / "tokprune.json").read_text())["export"]["passes"]
+    plain_layers = 6 - len(encoder.pruning_layers)
+    assert done["counts"] == {"EmbedLayerNormalization": 1, "Attention": plain_layers, "BiasGelu": 6, "SkipLayerNormalization": 12}
+    examples = read_texts(glue_dir() / "SST-2" / "dev.tsv", limit=48)
+    report = check_parity(encoder, open_artifact(fused), examples, (1, 8), progress=False)
+    report.check()
+    for comp in report.comparisons:
+        assert all(v == 1.0 for v in comp.kept_agreement.values()), comp
+        assert comp.max_abs_logit_diff <= 1e-4, comp
+
+
+def test_fused_unpruned_baseline_matches_pytorch(real_artifact):
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from onnx_tokprune.data.text import read_texts
+    from onnx_tokprune.export.baseline import export_unpruned_optimized
+    from onnx_tokprune.runtime.text_encoder import TextEncoder
+
+    encoder, artifact, _ = real_artifact
+    model, report = export_unpruned_optimized(encoder.model)
+    assert report.counts["Attention"] == 6 and report.counts["EmbedLayerNormalization"] == 1
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    text_encoder = TextEncoder.from_dir(artifact)
+    examples = read_texts(glue_dir() / "RTE" / "dev.tsv", limit=16)
+    for start in range(0, 16, 8):
+        feeds = text_encoder(examples[start : start + 8])
+        with torch.no_grad():
+            want = encoder.model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
+        got = session.run(["logits"], feeds)[0]
+        assert np.abs(got - want).max() < 1e-4

@@ -46,7 +46,6 @@ def export_unpruned_optimized(hf_model: torch.nn.Module, opset: int = 17) -> tup
     strongest baseline)."""
     from onnxruntime.transformers.optimizer import optimize_model
 
-    hf_model.set_attn_implementation("eager")  # the fuser matches the eager attention subgraph only
     cfg = hf_model.config
     seq = 16
     example = (
@@ -56,12 +55,17 @@ def export_unpruned_optimized(hf_model: torch.nn.Module, opset: int = 17) -> tup
     )
     axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES} | {"logits": {0: "batch"}}
     buf = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            _Logits(hf_model).eval(), example, buf, input_names=INPUT_NAMES, output_names=["logits"],
-            dynamic_axes=axes, opset_version=opset, dynamo=False,
-        )
+    previous = cfg._attn_implementation
+    hf_model.set_attn_implementation("eager")  # the fuser matches the eager attention subgraph only
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                _Logits(hf_model).eval(), example, buf, input_names=INPUT_NAMES, output_names=["logits"],
+                dynamic_axes=axes, opset_version=opset, dynamo=False,
+            )
+    finally:
+        hf_model.set_attn_implementation(previous)
     with tempfile.TemporaryDirectory(prefix="tokprune-baseline-") as tmp:
         path = Path(tmp) / "model.onnx"
         path.write_bytes(buf.getvalue())

@@ -8,13 +8,14 @@ In one process, with fixed threads, on unpadded real sentences, five variants:
 - ``pruned int8``: the artifact's graph through export.quantize.to_int8;
 - ``pytorch eager``: the unpruned HF model in PyTorch.
 
-Batch 1: every sentence runs through the onnxruntime variants back to back (median of `repeats`
-runs each), then through PyTorch in a separate pass (its spinning OpenMP workers would slow the
-next session);
-the table gives the median and p90 over sentences and speedup = Σ unpruned fp32 / Σ variant.
-Fixed cost: batch-1 latency on the sentences cut to their first 8 tokens.
-Batch 8: consecutive sentences, ragged, padded to the batch's longest (the pruned graphs get the
-same padded batch and its attention mask); throughput in sentences/s.
+Batch 1: every sentence through every variant (median of `repeats` runs each); the table gives
+the median and p90 over sentences and speedup = Σ unpruned fp32 / Σ variant. Fixed cost: the
+sentences cut to their first 8 tokens. Batch 8: consecutive sentences, ragged, padded to the batch's
+longest (the pruned graphs get the same padded batch and its attention mask); sentences/s.
+Scheduling (`_timed`): inputs in chunks of 16; within a chunk one variant runs all of them before
+the next (warm caches, as a server running one model has), variants alternate chunk by chunk (drift
+hits all alike). PyTorch runs after all onnxruntime timing (its spinning OpenMP workers slow the
+session that follows).
 FLOPs come from the kept tokens each pruned graph reports (flops.EncoderShape). Removal efficiency
 (DESIGN.md §4) = Σ oracle / Σ pruned, the oracle being the unpruned graph of the same precision on
 the sentence's first L_eq tokens, L_eq the length whose unpruned FLOPs equal the pruned run's.
@@ -48,6 +49,7 @@ VARIANTS = ("unpruned fp32", "unpruned int8", "pruned fp32", "pruned int8", "pyt
 ORACLE_OF = {"pruned fp32": "unpruned fp32", "pruned int8": "unpruned int8"}
 CURVE_FRACTIONS = (0.125, 0.25, 0.375, 0.5, 0.75, 1.0)
 FIXED_COST_TOKENS = 8
+CHUNK = 16
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
 
 Feeds = dict[str, np.ndarray]
@@ -182,7 +184,7 @@ def build_variants(
 
     hf_model = AutoModelForSequenceClassification.from_pretrained(str(checkpoint)).eval()
     eager = _torch_runner(hf_model, threads)
-    fused, _ = export_unpruned_optimized(AutoModelForSequenceClassification.from_pretrained(str(checkpoint)).eval())
+    fused, _ = export_unpruned_optimized(hf_model)
     pruned = onnx.load(str(artifact / "model.onnx"))
     pruned_int8, _ = to_int8(pruned, manifest.get("rule"), manifest.get("bin_rounding", "exact"))
     runners = {
@@ -199,19 +201,25 @@ def _cut(feeds: Feeds, length: int) -> Feeds:
     return {k: v[:, :length] for k, v in feeds.items()}
 
 
-def _curve(runner: _Runner, shape: EncoderShape, rows, pad, repeats: int, label: str, progress: bool) -> list[tuple[float, float]]:
-    """(relative FLOPs, mean ms) with every sentence cut to each of CURVE_FRACTIONS of its FLOPs."""
-    base_flops = sum(shape.flops(len(row[0])) for row in rows)
-    points = []
-    for fraction in tqdm(CURVE_FRACTIONS, desc=f"curve, {label}", disable=not progress):
-        t, f = [], []
-        for row in rows:
-            n = len(row[0])
-            length = max(1, min(n, int(round(shape.equivalent_length(fraction * shape.flops(n))))))
-            t.append(runner.time(_cut(pad([row]), length), repeats)[0])
-            f.append(shape.flops(length))
-        points.append((sum(f) / base_flops, float(np.mean(t))))
-    return points
+def _timed(
+    jobs: dict[str, list[tuple[_Runner, Feeds]]], repeats: int, desc: str, progress: bool
+) -> dict[str, list[tuple[float, dict[str, np.ndarray]]]]:
+    """Time every job (median of `repeats` runs). Inputs go in chunks of CHUNK: within a chunk each
+    key runs all its inputs before the next key starts (warm caches, as when one model serves),
+    and the keys alternate chunk by chunk (so a machine's drift hits every key alike)."""
+    results: dict[str, list[tuple[float, dict[str, np.ndarray]]]] = {key: [] for key in jobs}
+    total = max((len(items) for items in jobs.values()), default=0)
+    for start in tqdm(range(0, total, CHUNK), desc=desc, disable=not progress):
+        for key, items in jobs.items():
+            for runner, feeds in items[start : start + CHUNK]:
+                results[key].append(runner.time(feeds, repeats))
+    return results
+
+
+def _equivalent_cut(shape: EncoderShape, feeds: Feeds, flops: float) -> Feeds:
+    """`feeds` cut to the length whose unpruned FLOPs equal `flops` (at least 1 token)."""
+    n = feeds["input_ids"].shape[1]
+    return _cut(feeds, max(1, min(n, int(round(shape.equivalent_length(flops))))))
 
 
 def bench_data(
@@ -222,55 +230,51 @@ def bench_data(
     data_name: str,
     repeats: int = 5,
     batch_size: int = 8,
-    warmup: int = 10,
     progress: bool = True,
 ) -> DataResult:
     """Time every variant on `rows` (token ids) at batch 1 and `batch_size` (see module docstring)."""
     lengths = [len(r[0]) for r in rows]
-    ms: dict[str, list[float]] = {name: [] for name in runners}
-    flops: dict[str, list[float]] = {name: [] for name in runners}
-    oracle: dict[str, list[float]] = {name: [] for name in ORACLE_OF}
-    batch_ms: dict[str, float] = {name: 0.0 for name in runners}
-    fixed: dict[str, list[float]] = {name: [] for name in runners}
-    batches = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
-    short = [row for row in rows if len(row[0]) >= FIXED_COST_TOKENS] or rows
-    curve: dict[str, list[tuple[float, float]]] = {}
-    # onnxruntime variants interleaved per input; PyTorch on its own afterwards, because its OpenMP
-    # workers keep spinning after a call and would slow whichever session runs next.
-    groups = [[n for n in runners if n != "pytorch eager"], [n for n in runners if n == "pytorch eager"]]
-    for group in (g for g in groups if g):
-        label = f"{'onnxruntime' if 'pytorch eager' not in group else 'pytorch'} {data_name}".strip()
-        for row in rows[:warmup]:
-            for name in group:
-                runners[name].run(pad([row]))
-        for row in tqdm(rows, desc=f"batch 1, {label}", disable=not progress):
-            feeds = pad([row])
-            n = len(row[0])
-            for name in group:
-                t, out = runners[name].time(feeds, repeats)
-                ms[name].append(t)
-                flops[name].append(shape.flops(n, _kept_counts(out)))
-            for name, base in ORACLE_OF.items():
-                if name in group and base in group:
-                    length = max(1, min(n, int(round(shape.equivalent_length(flops[name][-1])))))
-                    oracle[name].append(runners[base].time(_cut(feeds, length), repeats)[0])
-        for batch in tqdm(batches, desc=f"batch {batch_size}, {label}", disable=not progress):
-            feeds = pad(batch)
-            for name in group:
-                batch_ms[name] += runners[name].time(feeds, repeats)[0]
-        for row in tqdm(short, desc=f"{FIXED_COST_TOKENS} tokens, {label}", disable=not progress):
-            feeds = _cut(pad([row]), FIXED_COST_TOKENS)
-            for name in group:
-                fixed[name].append(runners[name].time(feeds, repeats)[0])
-        for base in ORACLE_OF.values():
-            if base in group:
-                curve[base] = _curve(runners[base], shape, rows, pad, repeats, f"{base} {data_name}".strip(), progress)
-
+    singles = [pad([row]) for row in rows]
     base_flops = [shape.flops(n) for n in lengths]
+    # kept tokens (hence FLOPs and the oracle's length) from one untimed run of each variant
+    flops = {name: [shape.flops(n, _kept_counts(runner.run(f))) for n, f in zip(lengths, singles)] for name, runner in runners.items()}
+    ort_names = [name for name in runners if name != "pytorch eager"]
+    jobs = {name: [(runners[name], f) for f in singles] for name in ort_names}
+    for name, base in ORACLE_OF.items():
+        jobs[f"oracle {name}"] = [(runners[base], _equivalent_cut(shape, f, fl)) for f, fl in zip(singles, flops[name])]
+    for base in ORACLE_OF.values():
+        for fraction in CURVE_FRACTIONS:
+            jobs[f"curve {base} {fraction}"] = [(runners[base], _equivalent_cut(shape, f, fraction * b)) for f, b in zip(singles, base_flops)]
+    batches = [pad(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
+    short = [_cut(f, FIXED_COST_TOKENS) for f in singles if f["input_ids"].shape[1] >= FIXED_COST_TOKENS] or singles
+    for name in ort_names:
+        jobs[f"batch {name}"] = [(runners[name], b) for b in batches]
+        jobs[f"fixed {name}"] = [(runners[name], f) for f in short]
+    timed = _timed(jobs, repeats, f"onnxruntime {data_name}".strip(), progress)
+    if "pytorch eager" in runners:
+        # PyTorch on its own afterwards: its OpenMP workers keep spinning after a call and would
+        # slow whichever onnxruntime session ran next.
+        eager = runners["pytorch eager"]
+        timed.update(_timed(
+            {"pytorch eager": [(eager, f) for f in singles], "batch pytorch eager": [(eager, b) for b in batches],
+             "fixed pytorch eager": [(eager, f) for f in short]},
+            repeats, f"pytorch {data_name}".strip(), progress,
+        ))
+    ms = {name: [t for t, _ in timed[name]] for name in runners}
+    curve = {
+        base: [
+            (sum(shape.flops(f["input_ids"].shape[1]) for _, f in jobs[f"curve {base} {fraction}"]) / sum(base_flops),
+             float(np.mean([t for t, _ in timed[f"curve {base} {fraction}"]])))
+            for fraction in CURVE_FRACTIONS
+        ]
+        for base in ORACLE_OF.values()
+    }
+    batch_ms = {name: sum(t for t, _ in timed[f"batch {name}"]) for name in runners}
     mean_base = float(np.mean(base_flops))
     total_base = sum(ms["unpruned fp32"])
     results = []
     for name in runners:
+        oracle = [t for t, _ in timed.get(f"oracle {name}", [])]
         results.append(
             VariantResult(
                 variant=name,
@@ -280,9 +284,9 @@ def bench_data(
                 batch8_per_s=len(rows) / (batch_ms[name] / 1e3),
                 batch8_speedup=batch_ms["unpruned fp32"] / batch_ms[name],
                 flops_reduction=sum(base_flops) / sum(flops[name]),
-                fixed_cost_ms=statistics.median(fixed[name]),
-                removal_efficiency=sum(oracle[name]) / sum(ms[name]) if name in oracle else None,
-                oracle_median_ms=statistics.median(oracle[name]) if name in oracle else None,
+                fixed_cost_ms=statistics.median([t for t, _ in timed[f"fixed {name}"]]),
+                removal_efficiency=sum(oracle) / sum(ms[name]) if oracle else None,
+                oracle_median_ms=statistics.median(oracle) if oracle else None,
             )
         )
     points = {name: [(f / mean_base, t) for f, t in zip(flops[name], ms[name])] for name in runners}
