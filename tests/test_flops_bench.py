@@ -35,7 +35,7 @@ def test_bench_on_tiny_artifacts(tiny_checkpoint, tmp_path):
     export_artifact(pruned, tiny_checkpoint, tmp_path / "p")
     export_artifact(base, tiny_checkpoint, tmp_path / "u")
     examples = [TextExample("a gorgeous , witty , seductive movie that keeps going and going ."), TextExample("short .")]
-    result = measure_latency(tmp_path / "p", tmp_path / "u", examples, "tiny", threads=1, repeats=2, warmup=1, progress=False)
+    result = measure_latency(tmp_path / "p", tmp_path / "u", examples, "tiny", threads=1, repeats=2, progress=False)
     assert result.examples == 2 and result.threads == 1
     assert result.flops_reduction > 1.0
     assert result.pruned_median_ms > 0 and result.oracle_median_ms > 0 and result.removal_efficiency > 0

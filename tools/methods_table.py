@@ -2,7 +2,8 @@
 
 Reads the eval JSONs of tools/ltp_glue.sh (LTP_OUT/<task>_{ft,ltp}_eval.json) and tools/top_glue.sh
 (TOP_OUT/<task>_top_eval.json), then times the LTP and ToP artifacts against the task's unpruned
-export (LTP_OUT/<task>_ft-unpruned-onnx: fused by onnxruntime in the current scripts) in one process (batch 1, median of repeats, thread spinning off; `runtime.bench`).
+export (LTP_OUT/<task>_ft-unpruned-onnx: fused by onnxruntime in the current scripts) in one process
+(batch 1, median of repeats, thread spinning off, chunked schedule; `runtime.bench`).
 Prints the Markdown table and writes TOP_OUT/methods.{md,json}.
 """
 
@@ -66,8 +67,8 @@ def main() -> None:
     table = "\n".join(lines)
     footer = (
         f"\nCPU: {timings[0].cpu}; onnxruntime {timings[0].onnxruntime}; {args.threads} intra-op threads; batch 1; "
-        f"latency over the first {args.samples} dev sentences, each the median of {args.repeats} runs, pruned and unpruned "
-        "back to back in one process. Speedup is the unpruned export's time over the pruned one's; removal efficiency "
+        f"latency over the first {args.samples} dev sentences, each the median of {args.repeats} runs, pruned, unpruned and "
+        "oracle taking turns 16 sentences at a time in one process (runtime.bench.timed_chunks). Speedup is the unpruned export's time over the pruned one's; removal efficiency "
         "is the time of the unpruned graph on as many tokens as give the pruned run's FLOPs over the pruned time. "
         "(function) = TokenPrune as the portable ONNX function, (kernel) = the compiled kernel (custom_ops/)."
     )

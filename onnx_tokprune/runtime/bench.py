@@ -1,7 +1,8 @@
 """Latency of a pruned artifact vs the unpruned export of the same model, in one process.
 
-Batch 1, unpadded real sentences, fixed threads. For every sentence the pruned graph, the unpruned
-graph and the *oracle* are timed back to back (each the median of `repeats` runs): the oracle is the
+Batch 1, unpadded real sentences, fixed threads. The pruned graph, the unpruned graph and the
+*oracle* each run every sentence (median of `repeats` runs), scheduled by `timed_chunks` (16
+sentences per graph in turn: warm caches, drift shared); the oracle is the
 unpruned graph on the sentence's first L_eq tokens, where L_eq is the length whose unpruned FLOPs
 equal the pruned run's FLOPs (from the kept tokens the graph reports). Removal efficiency =
 sum(oracle) / sum(pruned): 1.0 means removing tokens inside the graph costs nothing beyond the
@@ -14,7 +15,7 @@ import json
 import platform
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -55,21 +56,51 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _time(session: PrunedSession, feeds: dict[str, np.ndarray], repeats: int) -> tuple[float, dict]:
-    times, out = [], {}
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = session.run(feeds)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3, out
-
-
 def _shape(session: PrunedSession) -> EncoderShape:
     return EncoderShape.from_hf(json.loads((session.path / "config.json").read_text()))
 
 
 def _kept_counts(outputs: dict[str, np.ndarray]) -> dict[int, float]:
     return {int(k.rsplit("_", 1)[1]): float((v >= 0).sum()) for k, v in outputs.items() if k.startswith("kept_index_")}
+
+
+Feeds = dict[str, np.ndarray]
+CHUNK = 16
+
+
+class Runner:
+    """One variant: a callable on encoded feeds returning {output name: array}."""
+
+    def __init__(self, name: str, run: Callable[[Feeds], dict[str, np.ndarray]]) -> None:
+        self.name, self.run = name, run
+
+    def time(self, feeds: Feeds, repeats: int) -> tuple[float, dict[str, np.ndarray]]:
+        times, out = [], {}
+        for _ in range(repeats):
+            start = time.perf_counter()
+            out = self.run(feeds)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times) * 1e3, out
+
+
+def cut(feeds: Feeds, length: int) -> Feeds:
+    """`feeds` with every input cut to its first `length` tokens."""
+    return {k: v[:, :length] for k, v in feeds.items()}
+
+
+def timed_chunks(
+    jobs: dict[str, list[tuple[Runner, Feeds]]], repeats: int, desc: str, progress: bool
+) -> dict[str, list[tuple[float, dict[str, np.ndarray]]]]:
+    """Time every job (median of `repeats` runs). Inputs go in chunks of CHUNK: within a chunk each
+    key runs all its inputs before the next key starts (warm caches, as when one model serves),
+    and the keys alternate chunk by chunk (so a machine's drift hits every key alike)."""
+    results: dict[str, list[tuple[float, dict[str, np.ndarray]]]] = {key: [] for key in jobs}
+    total = max((len(items) for items in jobs.values()), default=0)
+    for start in tqdm(range(0, total, CHUNK), desc=desc, disable=not progress):
+        for key, items in jobs.items():
+            for runner, feeds in items[start : start + CHUNK]:
+                results[key].append(runner.time(feeds, repeats))
+    return results
 
 
 def measure_latency(
@@ -79,7 +110,6 @@ def measure_latency(
     data_name: str = "",
     threads: int = 2,
     repeats: int = 5,
-    warmup: int = 20,
     progress: bool = True,
     kernel_library: KernelChoice = None,
 ) -> LatencyResult:
@@ -89,22 +119,16 @@ def measure_latency(
     baseline = PrunedSession(baseline_dir, threads=threads, spinning=False)
     rows = pruned.text_encoder.token_ids(examples)
     shape = _shape(pruned)
-    for row in rows[:warmup]:
-        feeds = pruned.text_encoder.pad([row])
-        pruned.run(feeds)
-        baseline.run(feeds)
-    t_pruned, t_base, t_oracle, f_pruned, f_base = [], [], [], [], []
-    for row in tqdm(rows, desc=f"latency {data_name}".strip(), disable=not progress):
-        feeds = pruned.text_encoder.pad([row])
-        ms, out = _time(pruned, feeds, repeats)
-        t_pruned.append(ms)
-        t_base.append(_time(baseline, feeds, repeats)[0])
-        flops = shape.flops(len(row[0]), _kept_counts(out))
-        length = max(1, min(len(row[0]), int(round(shape.equivalent_length(flops)))))
-        oracle = {k: v[:, :length] for k, v in feeds.items()}
-        t_oracle.append(_time(baseline, oracle, repeats)[0])
-        f_pruned.append(flops)
-        f_base.append(shape.flops(len(row[0])))
+    singles = [pruned.text_encoder.pad([row]) for row in rows]
+    f_base = [shape.flops(len(row[0])) for row in rows]
+    f_pruned = [shape.flops(len(row[0]), _kept_counts(pruned.run(f))) for row, f in zip(rows, singles)]
+    oracle = [cut(f, max(1, min(len(row[0]), int(round(shape.equivalent_length(fl)))))) for row, f, fl in zip(rows, singles, f_pruned)]
+    p_run, b_run = Runner("pruned", pruned.run), Runner("unpruned", baseline.run)
+    timed = timed_chunks(
+        {"pruned": [(p_run, f) for f in singles], "unpruned": [(b_run, f) for f in singles], "oracle": [(b_run, f) for f in oracle]},
+        repeats, f"latency {data_name}".strip(), progress,
+    )
+    t_pruned, t_base, t_oracle = ([t for t, _ in timed[k]] for k in ("pruned", "unpruned", "oracle"))
     return LatencyResult(
         data=data_name,
         examples=len(rows),

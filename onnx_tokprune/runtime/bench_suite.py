@@ -12,7 +12,7 @@ Batch 1: every sentence through every variant (median of `repeats` runs each); t
 the median and p90 over sentences and speedup = Σ unpruned fp32 / Σ variant. Fixed cost: the
 sentences cut to their first 8 tokens. Batch 8: consecutive sentences, ragged, padded to the batch's
 longest (the pruned graphs get the same padded batch and its attention mask); sentences/s.
-Scheduling (`_timed`): inputs in chunks of 16; within a chunk one variant runs all of them before
+Scheduling (`bench.timed_chunks`): inputs in chunks of 16; within a chunk one variant runs all of them before
 the next (warm caches, as a server running one model has), variants alternate chunk by chunk (drift
 hits all alike). PyTorch runs after all onnxruntime timing (its spinning OpenMP workers slow the
 session that follows).
@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import statistics
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,12 +35,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-from tqdm.auto import tqdm
 
 from onnx_tokprune.config import CONFIG_NAME
 from onnx_tokprune.data.text import TextExample
 from onnx_tokprune.flops import EncoderShape
-from onnx_tokprune.runtime.bench import _kept_counts, cpu_model
+from onnx_tokprune.runtime.bench import Feeds, Runner, _kept_counts, cpu_model, cut, timed_chunks
 from onnx_tokprune.runtime.kernel import find_kernel
 from onnx_tokprune.runtime.session import ArtifactError, KernelChoice, session_options
 
@@ -49,10 +47,8 @@ VARIANTS = ("unpruned fp32", "unpruned int8", "pruned fp32", "pruned int8", "pyt
 ORACLE_OF = {"pruned fp32": "unpruned fp32", "pruned int8": "unpruned int8"}
 CURVE_FRACTIONS = (0.125, 0.25, 0.375, 0.5, 0.75, 1.0)
 FIXED_COST_TOKENS = 8
-CHUNK = 16
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
 
-Feeds = dict[str, np.ndarray]
 
 
 @dataclass
@@ -110,22 +106,7 @@ def isa_flags() -> list[str]:
     return [f for f in ISA_FLAGS if f in flags]
 
 
-class _Runner:
-    """One variant: a callable on encoded feeds returning {output name: array}."""
-
-    def __init__(self, name: str, run: Callable[[Feeds], dict[str, np.ndarray]]) -> None:
-        self.name, self.run = name, run
-
-    def time(self, feeds: Feeds, repeats: int) -> tuple[float, dict[str, np.ndarray]]:
-        times, out = [], {}
-        for _ in range(repeats):
-            start = time.perf_counter()
-            out = self.run(feeds)
-            times.append(time.perf_counter() - start)
-        return statistics.median(times) * 1e3, out
-
-
-def _ort_runner(name: str, model: onnx.ModelProto, threads: int, kernel: str | None) -> _Runner:
+def _ort_runner(name: str, model: onnx.ModelProto, threads: int, kernel: str | None) -> Runner:
     session = ort.InferenceSession(
         model.SerializeToString(), session_options(threads, kernel, spinning=False), providers=["CPUExecutionProvider"]
     )
@@ -135,10 +116,10 @@ def _ort_runner(name: str, model: onnx.ModelProto, threads: int, kernel: str | N
     def run(feeds: Feeds) -> dict[str, np.ndarray]:
         return dict(zip(outputs, session.run(outputs, {k: feeds[k] for k in inputs})))
 
-    return _Runner(name, run)
+    return Runner(name, run)
 
 
-def _torch_runner(hf_model, threads: int) -> _Runner:
+def _torch_runner(hf_model, threads: int) -> Runner:
     import torch
 
     torch.set_num_threads(threads)
@@ -148,7 +129,7 @@ def _torch_runner(hf_model, threads: int) -> _Runner:
             logits = hf_model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits
         return {"logits": logits.numpy()}
 
-    return _Runner("pytorch eager", run)
+    return Runner("pytorch eager", run)
 
 
 def describe_pruned(export: dict) -> str:
@@ -159,7 +140,7 @@ def describe_pruned(export: dict) -> str:
 
 def build_variants(
     artifact: str | os.PathLike, checkpoint: str | os.PathLike | None, threads: int, kernel_library: KernelChoice = None
-) -> tuple[dict[str, _Runner], str, str]:
+) -> tuple[dict[str, Runner], str, str]:
     """The five variants of the module docstring; returns (runners, checkpoint, "kernel"|"function")."""
     from transformers import AutoModelForSequenceClassification
 
@@ -197,33 +178,14 @@ def build_variants(
     return runners, str(checkpoint), "kernel" if kernel else "function"
 
 
-def _cut(feeds: Feeds, length: int) -> Feeds:
-    return {k: v[:, :length] for k, v in feeds.items()}
-
-
-def _timed(
-    jobs: dict[str, list[tuple[_Runner, Feeds]]], repeats: int, desc: str, progress: bool
-) -> dict[str, list[tuple[float, dict[str, np.ndarray]]]]:
-    """Time every job (median of `repeats` runs). Inputs go in chunks of CHUNK: within a chunk each
-    key runs all its inputs before the next key starts (warm caches, as when one model serves),
-    and the keys alternate chunk by chunk (so a machine's drift hits every key alike)."""
-    results: dict[str, list[tuple[float, dict[str, np.ndarray]]]] = {key: [] for key in jobs}
-    total = max((len(items) for items in jobs.values()), default=0)
-    for start in tqdm(range(0, total, CHUNK), desc=desc, disable=not progress):
-        for key, items in jobs.items():
-            for runner, feeds in items[start : start + CHUNK]:
-                results[key].append(runner.time(feeds, repeats))
-    return results
-
-
 def _equivalent_cut(shape: EncoderShape, feeds: Feeds, flops: float) -> Feeds:
     """`feeds` cut to the length whose unpruned FLOPs equal `flops` (at least 1 token)."""
     n = feeds["input_ids"].shape[1]
-    return _cut(feeds, max(1, min(n, int(round(shape.equivalent_length(flops))))))
+    return cut(feeds, max(1, min(n, int(round(shape.equivalent_length(flops))))))
 
 
 def bench_data(
-    runners: dict[str, _Runner],
+    runners: dict[str, Runner],
     shape: EncoderShape,
     rows: Sequence[tuple[list[int], list[int]]],
     pad: Callable[[Sequence[tuple[list[int], list[int]]]], Feeds],
@@ -246,16 +208,16 @@ def bench_data(
         for fraction in CURVE_FRACTIONS:
             jobs[f"curve {base} {fraction}"] = [(runners[base], _equivalent_cut(shape, f, fraction * b)) for f, b in zip(singles, base_flops)]
     batches = [pad(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
-    short = [_cut(f, FIXED_COST_TOKENS) for f in singles if f["input_ids"].shape[1] >= FIXED_COST_TOKENS] or singles
+    short = [cut(f, FIXED_COST_TOKENS) for f in singles if f["input_ids"].shape[1] >= FIXED_COST_TOKENS] or singles
     for name in ort_names:
         jobs[f"batch {name}"] = [(runners[name], b) for b in batches]
         jobs[f"fixed {name}"] = [(runners[name], f) for f in short]
-    timed = _timed(jobs, repeats, f"onnxruntime {data_name}".strip(), progress)
+    timed = timed_chunks(jobs, repeats, f"onnxruntime {data_name}".strip(), progress)
     if "pytorch eager" in runners:
         # PyTorch on its own afterwards: its OpenMP workers keep spinning after a call and would
         # slow whichever onnxruntime session ran next.
         eager = runners["pytorch eager"]
-        timed.update(_timed(
+        timed.update(timed_chunks(
             {"pytorch eager": [(eager, f) for f in singles], "batch pytorch eager": [(eager, b) for b in batches],
              "fixed pytorch eager": [(eager, f) for f in short]},
             repeats, f"pytorch {data_name}".strip(), progress,
