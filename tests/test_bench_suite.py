@@ -137,3 +137,61 @@ def test_export_unpruned_optimize_is_the_fused_baseline(tiny_checkpoint, tmp_pat
         assert ("int8" in export) == (name == "int8")
         labels = open_artifact(out, threads=1).classify(SENTENCES[:3])
         assert len(labels) == 3 and all(0 < r["score"] <= 1 for r in labels)
+
+
+def _recording_runner(name, log, kept=None):
+    from onnx_tokprune.runtime.bench import Runner
+
+    def run(feeds):
+        log.append((name, int(feeds["input_ids"][0, 0]), feeds["input_ids"].shape))
+        out = {"logits": np.zeros((feeds["input_ids"].shape[0], 2), np.float32)}
+        if kept is not None:  # keep the first `kept` positions at layer 0
+            out["kept_index_0"] = np.tile(np.arange(min(kept, feeds["input_ids"].shape[1])), (feeds["input_ids"].shape[0], 1))
+        return out
+
+    return Runner(name, run)
+
+
+def test_timed_chunks_schedule():
+    """16 inputs of one key before the next key; keys take turns chunk by chunk; every job timed once."""
+    from onnx_tokprune.runtime.bench import CHUNK, timed_chunks
+
+    log = []
+    feeds = [{"input_ids": np.full((1, 4), i)} for i in range(40)]
+    jobs = {key: [(_recording_runner(key, log), f) for f in feeds] for key in ("a", "b")}
+    result = timed_chunks(jobs, repeats=1, desc="", progress=False)
+    assert [len(v) for v in result.values()] == [40, 40] and CHUNK == 16
+    order = [(name, i) for name, i, _ in log]
+    assert order[:16] == [("a", i) for i in range(16)] and order[16:32] == [("b", i) for i in range(16)]
+    assert order[64:] == [("a", i) for i in range(32, 40)] + [("b", i) for i in range(32, 40)]
+
+
+def test_bench_data_runs_pytorch_after_onnxruntime_and_uses_the_oracle_length():
+    from onnx_tokprune.flops import EncoderShape
+    from onnx_tokprune.runtime.bench_suite import bench_data
+
+    log = []
+    runners = {
+        "unpruned fp32": _recording_runner("unpruned fp32", log),
+        "unpruned int8": _recording_runner("unpruned int8", log),
+        "pruned fp32": _recording_runner("pruned fp32", log, kept=3),
+        "pruned int8": _recording_runner("pruned int8", log, kept=3),
+        "pytorch eager": _recording_runner("pytorch eager", log),
+    }
+    rows = [([i] + [7] * 29, [0] * 30) for i in range(20)]
+
+    def pad(batch):
+        return {"input_ids": np.array([r[0] for r in batch]), "token_type_ids": np.array([r[1] for r in batch])}
+
+    shape = EncoderShape(hidden=32, intermediate=64, layers=2, heads=4)
+    result = bench_data(runners, shape, rows, pad, "fake", repeats=1, batch_size=8, progress=False)
+    names = [name for name, _, _ in log]
+    first_eager = names.index("pytorch eager")
+    assert set(names[first_eager:]) == {"pytorch eager"}  # nothing onnxruntime after PyTorch started
+    # the fp32 oracle runs the unpruned fp32 graph on the length whose FLOPs equal the pruned run's
+    length = round(shape.equivalent_length(shape.flops(30, {0: 3})))
+    assert 3 < length < 30
+    assert ("unpruned fp32", 0, (1, length)) in log
+    rows_by_name = {v.variant: v for v in result.variants}
+    assert rows_by_name["pruned fp32"].flops_reduction == pytest.approx(shape.flops(30) / shape.flops(30, {0: 3}))
+    assert rows_by_name["pruned fp32"].removal_efficiency is not None and rows_by_name["pytorch eager"].removal_efficiency is None

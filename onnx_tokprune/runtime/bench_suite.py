@@ -198,9 +198,11 @@ def bench_data(
     lengths = [len(r[0]) for r in rows]
     singles = [pad([row]) for row in rows]
     base_flops = [shape.flops(n) for n in lengths]
-    # kept tokens (hence FLOPs and the oracle's length) from one untimed run of each variant
-    flops = {name: [shape.flops(n, _kept_counts(runner.run(f))) for n, f in zip(lengths, singles)] for name, runner in runners.items()}
     ort_names = [name for name in runners if name != "pytorch eager"]
+    # kept tokens (hence FLOPs and the oracle's length) from one untimed run of each onnxruntime
+    # variant; PyTorch eager is the unpruned model
+    flops = {name: [shape.flops(n, _kept_counts(runners[name].run(f))) for n, f in zip(lengths, singles)] for name in ort_names}
+    flops["pytorch eager"] = base_flops
     jobs = {name: [(runners[name], f) for f in singles] for name in ort_names}
     for name, base in ORACLE_OF.items():
         jobs[f"oracle {name}"] = [(runners[base], _equivalent_cut(shape, f, fl)) for f, fl in zip(singles, flops[name])]
