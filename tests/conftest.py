@@ -136,3 +136,37 @@ def assert_one_line_error(result, *fragments):
     assert len(lines) == 1 and lines[0].startswith("Error:"), result.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+SST2_SENTENCES = [
+    "it 's a charming and often affecting journey .",
+    "unflinchingly bleak and desperate",
+    "the acting , costumes , music , cinematography and sound are all astounding given the production 's austere locales .",
+    "a gorgeous , witty , seductive movie .",
+    "it 's slow -- very , very slow .",
+    "although laced with humor and a few fanciful touches , the film is a refreshingly serious look at young women .",
+    "you wo n't like roger , but you will quickly recognize him .",
+    "if you sometimes like to go to the movies to have fun , wasabi is a good place to start .",
+    "the mesmerizing performances of the leads keep the film grounded and keep the audience riveted .",
+    "a sometimes tedious film .",
+]
+"""Real SST-2 dev sentences for command-line tests."""
+
+
+def random_token_prune_case(gen: torch.Generator, max_seq: int, dims: tuple[int, ...]):
+    """(hidden [B,S,D], score [B,S], mask [B,S]) for TokenPrune: batch 1..8, ragged rows with holes
+    (tokens an earlier layer removed), CLS kept; half the time scores with exact ties everywhere."""
+    batch = int(torch.randint(1, 9, (1,), generator=gen))
+    seq = int(torch.randint(1, max_seq + 1, (1,), generator=gen))
+    dim = dims[int(torch.randint(0, len(dims), (1,), generator=gen))]
+    hidden = torch.randn(batch, seq, dim, generator=gen)
+    lengths = torch.randint(1, seq + 1, (batch,), generator=gen)
+    mask = (torch.arange(seq)[None, :] < lengths[:, None]).long()
+    holes = torch.rand(batch, seq, generator=gen) < 0.2
+    mask = torch.where(holes, torch.zeros_like(mask), mask)
+    mask[:, 0] = 1
+    if torch.rand(1, generator=gen) < 0.5:
+        score = torch.rand(batch, seq, generator=gen)
+    else:
+        score = torch.randint(0, 4, (batch, seq), generator=gen).float() / 4
+    return hidden, score, mask

@@ -10,7 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from tests.conftest import assert_one_line_error
+from conftest import assert_one_line_error
 
 SENTENCES = [
     "a gorgeous , witty , seductive movie .",

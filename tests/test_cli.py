@@ -8,22 +8,11 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from conftest import assert_one_line_error
+from conftest import SST2_SENTENCES, assert_one_line_error
 from onnx_tokprune.cli import calibrate_command, export_command, main, parity_command
 from onnx_tokprune.runtime import open_artifact
 
-SENTENCES = [
-    "it 's a charming and often affecting journey .",
-    "unflinchingly bleak and desperate",
-    "the acting , costumes , music , cinematography and sound are all astounding given the production 's austere locales .",
-    "a gorgeous , witty , seductive movie .",
-    "it 's slow -- very , very slow .",
-    "although laced with humor and a few fanciful touches , the film is a refreshingly serious look at young women .",
-    "you wo n't like roger , but you will quickly recognize him .",
-    "if you sometimes like to go to the movies to have fun , wasabi is a good place to start .",
-    "the mesmerizing performances of the leads keep the film grounded and keep the audience riveted .",
-    "a sometimes tedious film .",
-]
+SENTENCES = SST2_SENTENCES
 
 
 def run(command, args):

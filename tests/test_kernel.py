@@ -14,7 +14,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from conftest import minilm_path, token_prune_io
+from conftest import minilm_path, random_token_prune_case, token_prune_io
 from onnx_tokprune.export.op import add_token_prune_function
 from onnx_tokprune.runtime.kernel import build_kernel
 from onnx_tokprune.scoring import OP_DOMAIN, OP_NAME, OP_VERSION, token_prune_reference
@@ -131,20 +131,7 @@ def check(library, case, params, bin_rounding="exact", function=True):
 
 
 def random_case(gen: torch.Generator, max_seq: int = 64):
-    batch = int(torch.randint(1, 9, (1,), generator=gen))
-    seq = int(torch.randint(1, max_seq + 1, (1,), generator=gen))
-    dim = (1, 4, 16, 33)[int(torch.randint(0, 4, (1,), generator=gen))]
-    hidden = torch.randn(batch, seq, dim, generator=gen)
-    lengths = torch.randint(1, seq + 1, (batch,), generator=gen)
-    mask = (torch.arange(seq)[None, :] < lengths[:, None]).long()
-    holes = torch.rand(batch, seq, generator=gen) < 0.2  # tokens removed by an earlier layer
-    mask = torch.where(holes, torch.zeros_like(mask), mask)
-    mask[:, 0] = 1
-    if torch.rand(1, generator=gen) < 0.5:
-        score = torch.rand(batch, seq, generator=gen)
-    else:  # few distinct values: exact ties everywhere
-        score = torch.randint(0, 4, (batch, seq), generator=gen).float() / 4
-    return hidden, score, mask
+    return random_token_prune_case(gen, max_seq, dims=(1, 4, 16, 33))
 
 
 def random_params(rule: str, score, mask, gen):

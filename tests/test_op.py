@@ -9,7 +9,7 @@ import pytest
 import torch
 from onnx import helper
 
-from conftest import token_prune_io
+from conftest import random_token_prune_case, token_prune_io
 from onnx_tokprune.export.op import INPUTS, OUTPUTS, add_token_prune_function, token_prune_function
 from onnx_tokprune.scoring import OP_DOMAIN, OP_NAME, OP_VERSION, token_prune_reference
 
@@ -74,21 +74,7 @@ def _assert_equal(ref, got, where):
 
 
 def _random_case(gen: torch.Generator):
-    batch = int(torch.randint(1, 9, (1,), generator=gen))
-    seq = int(torch.randint(1, 41, (1,), generator=gen))
-    dim = (4, 16)[int(torch.randint(0, 2, (1,), generator=gen))]
-    hidden = torch.randn(batch, seq, dim, generator=gen)
-    lengths = torch.randint(1, seq + 1, (batch,), generator=gen)
-    mask = (torch.arange(seq)[None, :] < lengths[:, None]).long()
-    # tokens removed by an earlier layer: holes inside the rows
-    holes = torch.rand(batch, seq, generator=gen) < 0.2
-    mask = torch.where(holes, torch.zeros_like(mask), mask)
-    mask[:, 0] = 1
-    if torch.rand(1, generator=gen) < 0.5:
-        score = torch.rand(batch, seq, generator=gen)
-    else:  # few distinct values: exact ties everywhere
-        score = torch.randint(0, 4, (batch, seq), generator=gen).float() / 4
-    return hidden, score, mask
+    return random_token_prune_case(gen, max_seq=40, dims=(4, 16))
 
 
 def _params_for(rule: str, score, mask, gen):

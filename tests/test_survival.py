@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import assert_one_line_error
+from conftest import SST2_SENTENCES, assert_one_line_error
 from onnx_tokprune.cli import calibrate_command, export_command, main, show_command
 from onnx_tokprune.data.text import TextExample
 from onnx_tokprune.runtime import ArtifactError, open_artifact
@@ -18,14 +18,7 @@ from onnx_tokprune.runtime.survival import DPI, MAX_WIDTH_IN, Survival, plot_sur
 
 pytest.importorskip("matplotlib")
 
-SENTENCES = [
-    "it 's a charming and often affecting journey .",
-    "unflinchingly bleak and desperate",
-    "the acting , costumes , music , cinematography and sound are all astounding given the production 's austere locales .",
-    "a gorgeous , witty , seductive movie .",
-    "it 's slow -- very , very slow .",
-    "although laced with humor and a few fanciful touches , the film is a refreshingly serious look at young women .",
-]
+SENTENCES = SST2_SENTENCES[:6]
 TEXT = SENTENCES[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

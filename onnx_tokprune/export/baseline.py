@@ -2,27 +2,23 @@
 
 The Hugging Face classifier exported with the legacy exporter (eager attention, opset 17) and fused
 by onnxruntime's BERT optimizer: EmbedLayerNormalization 1, Attention L, SkipLayerNormalization 2L,
-BiasGelu L (the fused-op counts are the contract, `EXPECTED_FUSIONS`). Its INT8 form quantizes the
-same weights our pruned INT8 graphs quantize (Attention -> QAttention, weight MatMuls ->
-MatMulInteger; per-channel QInt8, embeddings fp32).
+BiasGelu L (the fused-op counts are the contract, `expected_fusions`). Its INT8 form quantizes
+Attention (-> QAttention) and every weight MatMul, pooler and classifier included (-> MatMulInteger),
+per-channel QInt8, as our pruned INT8 graphs do; embeddings stay fp32.
 """
 
 from __future__ import annotations
 
-import io
-import logging
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
 import onnx
 import torch
 
+from onnx_tokprune.export.exporter import legacy_export
 from onnx_tokprune.export.passes import PassError, PassReport
-from onnx_tokprune.export.quantize import weight_linear_nodes
-
-INPUT_NAMES = ["input_ids", "attention_mask", "token_type_ids"]
+from onnx_tokprune.export.quantize import run_quantize_dynamic, weight_linear_nodes
 
 
 def expected_fusions(num_layers: int) -> dict[str, int]:
@@ -47,28 +43,15 @@ def export_unpruned_optimized(hf_model: torch.nn.Module, opset: int = 17) -> tup
     from onnxruntime.transformers.optimizer import optimize_model
 
     cfg = hf_model.config
-    seq = 16
-    example = (
-        (torch.arange(2 * seq).view(2, seq) * 7 + 5) % cfg.vocab_size,
-        torch.ones(2, seq, dtype=torch.long),
-        torch.zeros(2, seq, dtype=torch.long),
-    )
-    axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES} | {"logits": {0: "batch"}}
-    buf = io.BytesIO()
     previous = cfg._attn_implementation
     hf_model.set_attn_implementation("eager")  # the fuser matches the eager attention subgraph only
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                _Logits(hf_model).eval(), example, buf, input_names=INPUT_NAMES, output_names=["logits"],
-                dynamic_axes=axes, opset_version=opset, dynamo=False,
-            )
+        exported = legacy_export(_Logits(hf_model).eval(), cfg.vocab_size, {"logits": {0: "batch"}}, opset)
     finally:
         hf_model.set_attn_implementation(previous)
     with tempfile.TemporaryDirectory(prefix="tokprune-baseline-") as tmp:
         path = Path(tmp) / "model.onnx"
-        path.write_bytes(buf.getvalue())
+        onnx.save(exported, str(path))
         optimizer = optimize_model(str(path), model_type="bert", num_heads=cfg.num_attention_heads, hidden_size=cfg.hidden_size)
         counts = {k: int(v) for k, v in optimizer.get_fused_operator_statistics().items() if v}
         model = optimizer.model
@@ -80,23 +63,7 @@ def export_unpruned_optimized(hf_model: torch.nn.Module, opset: int = 17) -> tup
 
 def quantize_unpruned_optimized(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """Dynamic per-channel QInt8 of a fused baseline's Attention and weight MatMul nodes."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    with tempfile.TemporaryDirectory(prefix="tokprune-int8-") as tmp:
-        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        onnx.save(model, str(src))
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)
-        try:
-            quantize_dynamic(
-                src, dst, op_types_to_quantize=["MatMul", "Attention"], weight_type=QuantType.QInt8,
-                per_channel=True, reduce_range=False,
-                extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
-            )
-        finally:
-            root.setLevel(level)
-        quantized = onnx.load(str(dst))
+    quantized = run_quantize_dynamic(model, op_types_to_quantize=["MatMul", "Attention"], per_channel=True)
     ops = [n.op_type for n in quantized.graph.node]
     counts = {"quantized_attention": ops.count("QAttention"), "quantized_matmuls": ops.count("MatMulInteger"), "per_channel": True}
     left = ops.count("Attention") + len(weight_linear_nodes(quantized))

@@ -46,38 +46,45 @@ class _Exportable(torch.nn.Module):
         return (out.logits, *out.kept_index)
 
 
+def legacy_export(
+    module: torch.nn.Module, vocab_size: int, output_axes: dict[str, dict[int, str]], opset: int, custom_opsets: dict[str, int] | None = None
+) -> onnx.ModelProto:
+    """TorchScript-exporter (dynamo=False, DESIGN.md §4) export of a module taking INPUT_NAMES, with
+    dynamic batch and sequence; `output_axes` names the outputs (in order) and their dynamic axes."""
+    seq = 16
+    example = (
+        (torch.arange(2 * seq).view(2, seq) * 7 + 5) % vocab_size,
+        torch.ones(2, seq, dtype=torch.long),
+        torch.zeros(2, seq, dtype=torch.long),
+    )
+    axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES} | output_axes
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            example,
+            buf,
+            input_names=INPUT_NAMES,
+            output_names=list(output_axes),
+            dynamic_axes=axes,
+            opset_version=opset,
+            custom_opsets=custom_opsets,
+            dynamo=False,
+        )
+    return onnx.load_from_string(buf.getvalue())
+
+
 def to_onnx(encoder: PrunedEncoder, opset: int = MIN_OPSET) -> onnx.ModelProto:
     """Export a drop-mode PrunedEncoder (or an unpruned one: config None) to an ONNX model."""
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ExportError(f"opset {opset} is not supported: use {MIN_OPSET} or {MAX_OPSET}")
     if encoder.mode != "drop":
         raise ExportError("only drop mode is exported: mask mode keeps pruned tokens in the tensors")
-    wrapper = _Exportable(encoder).eval()
-    seq = 16
-    example = (
-        (torch.arange(2 * seq).view(2, seq) * 7 + 5) % encoder.model.config.vocab_size,
-        torch.ones(2, seq, dtype=torch.long),
-        torch.zeros(2, seq, dtype=torch.long),
-    )
-    outputs = ["logits", *(kept_output_name(layer) for layer in encoder.pruning_layers)]
-    axes: dict[str, dict[int, str]] = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
-    axes["logits"] = {0: "batch"}
+    axes = {"logits": {0: "batch"}}
     axes.update({kept_output_name(layer): {0: "batch", 1: f"kept_{layer}"} for layer in encoder.pruning_layers})
-    buf = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            wrapper,
-            example,
-            buf,
-            input_names=INPUT_NAMES,
-            output_names=outputs,
-            dynamic_axes=axes,
-            opset_version=opset,
-            custom_opsets={OP_DOMAIN: OP_VERSION} if encoder.pruning_layers else None,
-            dynamo=False,
-        )
-    model = onnx.load_from_string(buf.getvalue())
+    custom = {OP_DOMAIN: OP_VERSION} if encoder.pruning_layers else None
+    model = legacy_export(_Exportable(encoder).eval(), encoder.model.config.vocab_size, axes, opset, custom)
     if encoder.pruning_layers:
         add_token_prune_function(model, encoder.config.rule, encoder.config.bin_rounding)
     onnx.checker.check_model(model, full_check=True)

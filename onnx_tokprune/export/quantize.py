@@ -34,6 +34,32 @@ def activation_matmuls(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [n for n in model.graph.node if n.op_type == "MatMul" and id(n) not in weights]
 
 
+def run_quantize_dynamic(model: onnx.ModelProto, **options: Any) -> onnx.ModelProto:
+    """onnxruntime's `quantize_dynamic` on an in-memory model: QInt8 weights, no reduced range,
+    `MatMulConstBOnly`, float as the type of tensors it cannot infer (com.microsoft nodes), and its
+    per-call "consider pre-processing" warning silenced. `options` go to quantize_dynamic."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(prefix="tokprune-int8-") as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(model, str(src))
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)
+        try:
+            quantize_dynamic(
+                src,
+                dst,
+                weight_type=QuantType.QInt8,
+                reduce_range=False,
+                extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
+                **options,
+            )
+        finally:
+            root.setLevel(level)
+        return onnx.load(str(dst))
+
+
 def to_int8(
     model: onnx.ModelProto, rule: str | None = None, bin_rounding: str = "exact", per_channel: bool = True
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
@@ -45,8 +71,6 @@ def to_int8(
     "per_channel", and "quantized_attention" (Attention -> QAttention) when the graph was fused.
     The TokenPrune function and its opset import are re-attached (`rule`, `bin_rounding`) if lost.
     """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     model = onnx.ModelProto.FromString(model.SerializeToString())  # the caller's model stays as it was
     seen: set[str] = set()
     for i, node in enumerate(model.graph.node):  # nodes_to_exclude selects by name: make names unique
@@ -57,26 +81,12 @@ def to_int8(
     # Excluded by name, besides MatMulConstBOnly: quantize_dynamic renames Gemm (split into
     # MatMul + Add) so nodes_to_quantize cannot name it; activation MatMuls keep their names.
     excluded = [n.name for n in activation_matmuls(model)]
-    with tempfile.TemporaryDirectory(prefix="tokprune-int8-") as tmp:
-        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        onnx.save(model, str(src))
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # quantize_dynamic warns "consider pre-processing" on every call
-        try:
-            quantize_dynamic(
-                src,
-                dst,
-                op_types_to_quantize=[*LINEAR_OPS, "Attention"],  # Attention: the fused layers of --optimize
-                nodes_to_exclude=excluded,
-                weight_type=QuantType.QInt8,
-                per_channel=per_channel,
-                reduce_range=False,
-                extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
-            )
-        finally:
-            root.setLevel(level)
-        quantized = onnx.load(str(dst))
+    quantized = run_quantize_dynamic(
+        model,
+        op_types_to_quantize=[*LINEAR_OPS, "Attention"],  # Attention: the fused layers of --optimize
+        nodes_to_exclude=excluded,
+        per_channel=per_channel,
+    )
 
     if any(n.domain == OP_DOMAIN and n.op_type == OP_NAME for n in quantized.graph.node):
         add_token_prune_function(quantized, rule, bin_rounding)  # no-op when quantize_dynamic kept them
