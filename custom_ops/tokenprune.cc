@@ -1,8 +1,11 @@
-// tokprune::TokenPrune (version 1) for onnxruntime's CPU execution provider (DESIGN.md §3).
+// The tokprune kernel library for onnxruntime's CPU execution provider (DESIGN.md §3): the ops
+// tokprune::TokenPrune and tokprune::ScoredAttention (version 1).
 //
-// The compiled twin of onnx_tokprune.scoring.token_prune_reference and of the ONNX function in
+// Each is the compiled twin of its PyTorch reference (onnx_tokprune.scoring.token_prune_reference,
+// onnx_tokprune.scored_attention.scored_attention_reference) and of its ONNX function in
 // onnx_tokprune/export/op.py; tests/test_kernel.py holds the three equal.
 //
+// ---- TokenPrune ----
 // Inputs : hidden f32[B,S,D], score f32[B,S], mask i64[B,S], threshold f32[], bin_mask i64[NB],
 //          keep_ratio f32[]
 // Outputs: hidden f32[B,K,D], mask i64[B,K], kept_index i64[B,K] (-1 on padding),
@@ -15,6 +18,15 @@
 //   keep[j] = valid[j] and score[j] >= threshold and bin_mask[bin(rank)] == 1 and rank < k
 //   with k = ceil(keep_ratio * n * (1 - 1e-6)) in float32, and CLS (j == 0) kept iff mask[0] == 1.
 // Kept rows are packed left in their original order, padding rows are exactly 0.
+//
+// ---- ScoredAttention ----
+// Inputs : qkv f32[B,S,3D] (Q | K | V, heads of D/H columns each), mask i64[B,S] (1 = kept)
+// Outputs: context f32[B,S,D], score f32[B,S]
+// Attributes: num_heads (int), normalizer (float; 0 = the row's kept count)
+// Per row b and head h: p[i,j] = softmax_j(q_i . k_j / sqrt(D/H)) over the kept keys j (masked keys
+// get exactly 0, as exp underflows in the reference), context[i] = sum_j p[i,j] v_j for every query
+// i (padding rows included), score[j] = sum_h sum_{i kept} p[i,j] / (H * N) with N the normalizer or
+// the row's kept count. Heads run in parallel on onnxruntime's intra-op thread pool.
 //
 // Built by custom_ops/build.py against the onnxruntime headers of API version ORT_API_VERSION
 // (no link against libonnxruntime: everything goes through the OrtApi handed to RegisterCustomOps).
@@ -37,6 +49,7 @@ namespace {
 
 constexpr const char* kDomain = "tokprune";
 constexpr const char* kOpName = "TokenPrune";
+constexpr const char* kAttentionOpName = "ScoredAttention";
 // onnx_tokprune.scoring.TOP_K_SHRINK (a Python double) as the float32 the reference multiplies by.
 const float kTopKShrink = static_cast<float>(1.0 - 1e-6);
 const float kTopEps = 1e-6f;  // ToP's `rank / (n + 1e-6)`, float32
@@ -70,14 +83,15 @@ inline bool Before(const Entry& a, const Entry& b) {
     if (_status != nullptr) return _status; \
   } while (0)
 
-struct TokenPruneKernel {
+// What both kernels share: the API, one-line errors prefixed with the op's name, tensor access.
+struct KernelBase {
   const OrtApi& api;
-  BinRounding rounding;
+  const char* op_name;
 
-  TokenPruneKernel(const OrtApi& api_, BinRounding rounding_) : api(api_), rounding(rounding_) {}
+  KernelBase(const OrtApi& api_, const char* op_name_) : api(api_), op_name(op_name_) {}
 
-  OrtStatus* Error(const std::string& message) const {
-    return api.CreateStatus(ORT_INVALID_ARGUMENT, ("tokprune::TokenPrune: " + message).c_str());
+  OrtStatus* Error(const std::string& message, OrtErrorCode code = ORT_INVALID_ARGUMENT) const {
+    return api.CreateStatus(code, ("tokprune::" + std::string(op_name) + ": " + message).c_str());
   }
 
   // data pointer, shape of input `index`
@@ -107,16 +121,28 @@ struct TokenPruneKernel {
     return api.GetTensorMutableData(value, data);
   }
 
-  OrtStatus* ComputeV2(OrtKernelContext* ctx) const {
+  // `compute` with C++ exceptions turned into statuses (none may cross the C API)
+  template <typename F>
+  OrtStatus* Guarded(F&& compute) const {
     try {
-      return Compute(ctx);
+      return compute();
     } catch (const std::bad_alloc&) {
-      return api.CreateStatus(ORT_FAIL, "tokprune::TokenPrune: out of memory");
+      return Error("out of memory", ORT_FAIL);
     } catch (const std::exception& e) {
-      return api.CreateStatus(ORT_FAIL, (std::string("tokprune::TokenPrune: ") + e.what()).c_str());
+      return Error(e.what(), ORT_FAIL);
     } catch (...) {
-      return api.CreateStatus(ORT_FAIL, "tokprune::TokenPrune: unknown error");
+      return Error("unknown error", ORT_FAIL);
     }
+  }
+};
+
+struct TokenPruneKernel : KernelBase {
+  BinRounding rounding;
+
+  TokenPruneKernel(const OrtApi& api_, BinRounding rounding_) : KernelBase(api_, kOpName), rounding(rounding_) {}
+
+  OrtStatus* ComputeV2(OrtKernelContext* ctx) const {
+    return Guarded([&] { return Compute(ctx); });
   }
 
   OrtStatus* Compute(OrtKernelContext* ctx) const {
@@ -273,10 +299,264 @@ struct TokenPruneOp : Ort::CustomOpBase<TokenPruneOp, TokenPruneKernel, /*WithSt
   }
 };
 
+// ---- ScoredAttention ----
+
+// exp(x) for the softmax's x = logit - max <= 0, in plain float arithmetic the compiler vectorises
+// (std::exp is a scalar call, and the softmax's exps dominate the op at BERT lengths): Cephes' expf
+// range reduction and polynomial, within 2 ulp of std::exp; below -87 (under 1e-38, next to a sum
+// >= 1) it returns 0.
+inline float ExpNonPositive(float x) {
+  const float xc = x < -87.0f ? -87.0f : x;
+  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
+  const float r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;
+  float y = 1.9875691500e-4f;
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) * (1 << 23);  // 2^n
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return x < -87.0f ? 0.0f : y * scale;
+}
+
+constexpr int64_t kBlock = 8;  // floats per vector (one AVX2 register; two SSE ones in the default clone)
+
+// GCC vector extensions: plain C++ arithmetic on 8 floats, lowered to whatever the clone targets.
+typedef float Vec __attribute__((vector_size(kBlock * sizeof(float))));
+
+inline Vec Load(const float* p) {
+  Vec v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+inline void Store(float* p, Vec v) { std::memcpy(p, &v, sizeof(v)); }
+
+// The unscaled logits q . k of keys [c0, c0 + T * kBlock) (K transposed, row stride m), each summed
+// over d in order; T vectors of sums stay in registers (T independent adds hide their latency).
+template <int T>
+inline void LogitTile(const float* q, const float* keys_t, int64_t m, int64_t dh, int64_t c0, float* logits) {
+  Vec acc[T] = {};
+  for (int64_t d = 0; d < dh; ++d) {
+    const Vec qd = Vec{} + q[d];
+    const float* kd = keys_t + d * m + c0;
+    for (int t = 0; t < T; ++t) acc[t] += qd * Load(kd + t * kBlock);
+  }
+  for (int t = 0; t < T; ++t) Store(logits + c0 + t * kBlock, acc[t]);
+}
+
+// Context columns [d0, d0 + T * kBlock) of one query: sum over the n kept keys of p_c v_c, in key order.
+template <int T>
+inline void ContextTile(const float* probs, const float* values, int64_t n, int64_t dh, int64_t d0, float* out) {
+  Vec acc[T] = {};
+  for (int64_t c = 0; c < n; ++c) {
+    const Vec pc = Vec{} + probs[c];
+    const float* vc = values + c * dh + d0;
+    for (int t = 0; t < T; ++t) acc[t] += pc * Load(vc + t * kBlock);
+  }
+  for (int t = 0; t < T; ++t) Store(out + d0 + t * kBlock, acc[t]);
+}
+
+// max and sum of x[0, n) in kBlock lanes (a sequential reduction is bound by the latency of each step)
+inline float LaneMax(const float* x, int64_t n) {
+  Vec lanes = Vec{} - INFINITY;
+  int64_t c = 0;
+  for (; c + kBlock <= n; c += kBlock) {
+    const Vec v = Load(x + c);
+    lanes = v > lanes ? v : lanes;
+  }
+  float result = -INFINITY;
+  for (int64_t l = 0; l < kBlock; ++l) result = std::max(result, lanes[l]);
+  for (; c < n; ++c) result = std::max(result, x[c]);
+  return result;
+}
+
+inline float LaneSum(const float* x, int64_t n) {
+  Vec lanes = {};
+  int64_t c = 0;
+  for (; c + kBlock <= n; c += kBlock) lanes += Load(x + c);
+  float result = 0.0f;
+  for (int64_t l = 0; l < kBlock; ++l) result += lanes[l];
+  for (; c < n; ++c) result += x[c];
+  return result;
+}
+
+// One (row, head) of ScoredAttention; `partial` receives that head's sum over kept queries per key.
+struct HeadTask {
+  const float* qkv;
+  const int64_t* mask;
+  float* context;
+  float* partial;  // [B, H, S]
+  int64_t S, H, dh;
+};
+
+// The (row, head) pair `index` of the HeadTask at `data` (onnxruntime's ParallelFor signature).
+// Key-major loops over the kept keys keep the inner loops contiguous, so the compiler vectorises them;
+// on x86-64 an AVX2 clone is picked at load time when the CPU has it.
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+void RunHead(void* data, size_t index) {
+  const HeadTask& t = *static_cast<const HeadTask*>(data);
+  const int64_t S = t.S, H = t.H, dh = t.dh, D = H * dh, row = 3 * D;
+  const int64_t b = static_cast<int64_t>(index) / H, h = static_cast<int64_t>(index) % H;
+  const float* base = t.qkv + b * S * row;
+  const int64_t* mk = t.mask + b * S;
+  float* partial = t.partial + (b * H + h) * S;
+  const float sqrt_d = std::sqrt(static_cast<float>(dh));
+
+  // the kept keys: K transposed ([dh, m], m = n rounded up to whole blocks, zero-filled) and V
+  // ([n, dh]) packed; with no kept key every logit is the same (the reference's bias swamps it) and
+  // the softmax is uniform over all S keys
+  std::vector<int64_t> keys;
+  keys.reserve(static_cast<size_t>(S));
+  for (int64_t j = 0; j < S; ++j) {
+    if (mk[j] == 1) keys.push_back(j);
+  }
+  const bool uniform = keys.empty();
+  if (uniform) {
+    for (int64_t j = 0; j < S; ++j) keys.push_back(j);
+  }
+  const int64_t n = static_cast<int64_t>(keys.size()), m = (n + kBlock - 1) / kBlock * kBlock;
+  std::vector<float> kt(static_cast<size_t>(dh * m), 0.0f), v(static_cast<size_t>(n * dh)), p(static_cast<size_t>(m));
+  for (int64_t c = 0; c < n; ++c) {
+    const float* src = base + keys[c] * row;
+    for (int64_t d = 0; d < dh; ++d) kt[d * m + c] = src[D + h * dh + d];
+    std::memcpy(&v[c * dh], src + 2 * D + h * dh, static_cast<size_t>(dh) * sizeof(float));
+  }
+  std::vector<float> sums(static_cast<size_t>(n), 0.0f);  // what each kept key receives from the kept queries
+  float* __restrict received = sums.data();
+  float* __restrict probs = p.data();
+  const float* __restrict keys_t = kt.data();
+  const float* __restrict values = v.data();
+  const int64_t dh_blocked = dh / kBlock * kBlock;
+  for (int64_t i = 0; i < S; ++i) {
+    float* __restrict out = t.context + (b * S + i) * D + h * dh;
+    if (uniform) {
+      for (int64_t c = 0; c < n; ++c) probs[c] = 1.0f / static_cast<float>(n);
+    } else {
+      // q . k for a block of keys at a time, the block's sums held in registers across d
+      const float* q = base + i * row + h * dh;
+      int64_t c0 = 0;
+      for (; c0 + 4 * kBlock <= m; c0 += 4 * kBlock) LogitTile<4>(q, keys_t, m, dh, c0, probs);
+      for (; c0 < m; c0 += kBlock) LogitTile<1>(q, keys_t, m, dh, c0, probs);
+      for (int64_t c = 0; c < n; ++c) probs[c] /= sqrt_d;
+      const float top = LaneMax(probs, n);
+      for (int64_t c = 0; c < n; ++c) probs[c] = ExpNonPositive(probs[c] - top);
+      const float sum = LaneSum(probs, n);
+      for (int64_t c = 0; c < n; ++c) probs[c] /= sum;
+    }
+    // p . V for a block of head columns at a time, held in registers across the keys
+    int64_t d0 = 0;
+    for (; d0 + 4 * kBlock <= dh_blocked; d0 += 4 * kBlock) ContextTile<4>(probs, values, n, dh, d0, out);
+    for (; d0 < dh_blocked; d0 += kBlock) ContextTile<1>(probs, values, n, dh, d0, out);
+    for (int64_t d = dh_blocked; d < dh; ++d) {
+      float acc = 0.0f;
+      for (int64_t c = 0; c < n; ++c) acc += probs[c] * values[c * dh + d];
+      out[d] = acc;
+    }
+    if (mk[i] == 1 && !uniform) {
+      for (int64_t c = 0; c < n; ++c) received[c] += probs[c];
+    }
+  }
+  if (!uniform) {
+    for (int64_t c = 0; c < n; ++c) partial[keys[c]] = received[c];
+  }
+}
+
+struct ScoredAttentionKernel : KernelBase {
+  int64_t num_heads;
+  float normalizer;
+
+  ScoredAttentionKernel(const OrtApi& api_, int64_t num_heads_, float normalizer_)
+      : KernelBase(api_, kAttentionOpName), num_heads(num_heads_), normalizer(normalizer_) {}
+
+  OrtStatus* ComputeV2(OrtKernelContext* ctx) const {
+    return Guarded([&] { return Compute(ctx); });
+  }
+
+  OrtStatus* Compute(OrtKernelContext* ctx) const {
+    const void* raw[2];
+    std::vector<int64_t> shapes[2];
+    for (size_t i = 0; i < 2; ++i) TOKPRUNE_RETURN_IF_ERROR(Input(ctx, i, &raw[i], &shapes[i]));
+    const std::vector<int64_t>& qs = shapes[0];
+    if (qs.size() != 3) return Error("qkv must be [B,S,3D]");
+    const int64_t B = qs[0], S = qs[1], H = num_heads;
+    if (qs[2] % (3 * H) != 0) {
+      return Error("qkv's last dim (" + std::to_string(qs[2]) + ") is not 3 * num_heads (" + std::to_string(H) + ") * head size");
+    }
+    const int64_t D = qs[2] / 3, dh = D / H;
+    if (shapes[1] != std::vector<int64_t>{B, S}) return Error("mask must be [B,S] like qkv's first two dims");
+    const int64_t* mask = static_cast<const int64_t*>(raw[1]);
+
+    void* out_raw[2];
+    TOKPRUNE_RETURN_IF_ERROR(Output(ctx, 0, {B, S, D}, &out_raw[0]));
+    TOKPRUNE_RETURN_IF_ERROR(Output(ctx, 1, {B, S}, &out_raw[1]));
+    float* score = static_cast<float*>(out_raw[1]);
+    std::vector<float> partial(static_cast<size_t>(B * H * S), 0.0f);
+    HeadTask task{static_cast<const float*>(raw[0]), mask, static_cast<float*>(out_raw[0]), partial.data(), S, H, dh};
+    if (B * H * S > 0) TOKPRUNE_RETURN_IF_ERROR(api.KernelContext_ParallelFor(ctx, RunHead, static_cast<size_t>(B * H), 0, &task));
+    for (int64_t b = 0; b < B; ++b) {
+      float denominator = static_cast<float>(H) * normalizer;
+      if (!(normalizer > 0.0f)) {
+        float kept = 0.0f;
+        for (int64_t j = 0; j < S; ++j) kept += mask[b * S + j] == 1 ? 1.0f : 0.0f;
+        denominator = kept * static_cast<float>(H);
+      }
+      const float inverse = normalizer > 0.0f ? static_cast<float>(1.0 / (static_cast<double>(H) * normalizer)) : 0.0f;
+      for (int64_t j = 0; j < S; ++j) {
+        float total = 0.0f;
+        for (int64_t h = 0; h < H; ++h) total += partial[(b * H + h) * S + j];
+        score[b * S + j] = normalizer > 0.0f ? total * inverse : total / denominator;
+      }
+    }
+    return nullptr;
+  }
+};
+
+struct ScoredAttentionOp : Ort::CustomOpBase<ScoredAttentionOp, ScoredAttentionKernel, /*WithStatus=*/true> {
+  OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** op_kernel) const {
+    int64_t num_heads = 0;
+    float normalizer = 0.0f;
+    OrtStatus* status = api.KernelInfoGetAttribute_int64(info, "num_heads", &num_heads);
+    if (status != nullptr || num_heads < 1) {
+      if (status != nullptr) api.ReleaseStatus(status);
+      return api.CreateStatus(ORT_INVALID_ARGUMENT, "tokprune::ScoredAttention: needs a positive num_heads attribute");
+    }
+    status = api.KernelInfoGetAttribute_float(info, "normalizer", &normalizer);
+    if (status != nullptr) api.ReleaseStatus(status);  // absent: the row's kept count
+    try {
+      *op_kernel = new ScoredAttentionKernel(api, num_heads, normalizer);
+    } catch (const std::bad_alloc&) {
+      return api.CreateStatus(ORT_FAIL, "tokprune::ScoredAttention: out of memory");
+    }
+    return nullptr;
+  }
+
+  const char* GetName() const { return kAttentionOpName; }
+  const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
+
+  size_t GetInputTypeCount() const { return 2; }
+  ONNXTensorElementDataType GetInputType(size_t index) const {
+    return index == 1 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  }
+
+  size_t GetOutputTypeCount() const { return 2; }
+  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
+};
+
 // One op object and one domain for the life of the process: every SessionOptions that loads the
 // library gets the same (read-only) domain, so repeated registrations allocate nothing new.
 TokenPruneOp& Op() {
   static TokenPruneOp op;
+  return op;
+}
+
+ScoredAttentionOp& AttentionOp() {
+  static ScoredAttentionOp op;
   return op;
 }
 
@@ -300,6 +580,7 @@ extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL Regist
     OrtCustomOpDomain* domain = nullptr;
     TOKPRUNE_RETURN_IF_ERROR(api->CreateCustomOpDomain(kDomain, &domain));
     OrtStatus* status = api->CustomOpDomain_Add(domain, &Op());
+    if (status == nullptr) status = api->CustomOpDomain_Add(domain, &AttentionOp());
     if (status != nullptr) {
       api->ReleaseCustomOpDomain(domain);
       return status;

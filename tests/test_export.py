@@ -24,6 +24,7 @@ from onnx_tokprune.export.exporter import (
 from onnx_tokprune.io import OutputExistsError
 from onnx_tokprune.modeling import wrap
 from onnx_tokprune.runtime.session import original_positions
+from onnx_tokprune.scored_attention import ATTENTION_OP_NAME
 from onnx_tokprune.scoring import OP_DOMAIN, OP_NAME
 
 OPSETS = (17, 18)
@@ -95,8 +96,11 @@ def test_export_matches_drop_mode(exported, rule, normalizer, opset):
     # the checker passes (to_onnx ran it; run it again on what we got)
     onnx.checker.check_model(model, full_check=True)
     assert count_token_prune(model) == len(cfg.layers)
-    assert [n.op_type for n in model.graph.node if n.domain == OP_DOMAIN] == [OP_NAME] * len(cfg.layers)
-    assert [(f.domain, f.name) for f in model.functions] == [(OP_DOMAIN, OP_NAME)]
+    # each pruning layer: its attention and score in one ScoredAttention node, then TokenPrune
+    assert [n.op_type for n in model.graph.node if n.domain == OP_DOMAIN] == [ATTENTION_OP_NAME, OP_NAME] * len(cfg.layers)
+    assert [(f.domain, f.name) for f in model.functions] == [(OP_DOMAIN, OP_NAME), (OP_DOMAIN, ATTENTION_OP_NAME)]
+    softmaxes = sum(n.op_type == "Softmax" for n in model.graph.node)
+    assert softmaxes == encoder.num_layers - len(cfg.layers)  # the layers that do not prune
     assert {o.domain: o.version for o in model.opset_import}[""] == opset
 
     # a ragged batch of 8
@@ -228,6 +232,6 @@ def test_top_compatible_bins_export_and_differ_from_exact(tiny_bert):
         a, b = encoder(*batch), wrap(tiny_bert, exact)(*batch)
     assert not torch.equal(a.kept[0], b.kept[0])
     model = to_onnx(encoder, 17)
-    (node,) = [n for n in model.graph.node if n.domain == OP_DOMAIN]
+    (node,) = [n for n in model.graph.node if n.domain == OP_DOMAIN and n.op_type == OP_NAME]
     assert {attr.name: attr.s for attr in node.attribute} == {"bin_rounding": b"top"}
     assert_matches_drop_mode(plain_session(model), encoder, batch, "top-compatible bins")

@@ -14,6 +14,7 @@ from onnx_tokprune.config import CONFIG_NAME, PruneConfig
 from onnx_tokprune.export.exporter import MODEL_FILE, count_token_prune, export_artifact, to_onnx
 from onnx_tokprune.export.quantize import activation_matmuls, to_int8, weight_linear_nodes
 from onnx_tokprune.modeling import wrap
+from onnx_tokprune.scored_attention import ATTENTION_OP_NAME
 from onnx_tokprune.scoring import OP_DOMAIN, OP_NAME
 
 CASES = [("threshold", "fixed"), ("rank_bins", "fixed"), ("top_k", "length")]
@@ -51,7 +52,7 @@ def pair(tiny_bert):
         if case not in cache:
             cfg = None if case is None else PruneConfig(rule=case[0], layers=tuple(prune_configs()[case]), score_normalizer=case[1])
             fp32 = to_onnx(wrap(tiny_bert, cfg, mode="drop"), 17)
-            int8, counts = to_int8(fp32, None if cfg is None else cfg.rule, "exact")
+            int8, counts = to_int8(fp32)
             cache[case] = (fp32, int8, counts)
         return cache[case]
 
@@ -66,9 +67,9 @@ def test_int8_graph_structure(pair, case):
     prune = lambda m: [list(n.input) for n in m.graph.node if n.domain == OP_DOMAIN and n.op_type == OP_NAME]
     assert count_token_prune(int8) == count_token_prune(fp32) == len(prune_configs()[case]) > 0
     assert prune(int8) == prune(fp32)
-    assert [(f.domain, f.name) for f in int8.functions] == [(OP_DOMAIN, OP_NAME)]
+    assert [(f.domain, f.name) for f in int8.functions] == [(OP_DOMAIN, OP_NAME), (OP_DOMAIN, ATTENTION_OP_NAME)]
     assert {o.domain for o in int8.opset_import} >= {"", OP_DOMAIN}
-    # every weight MatMul / Gemm is quantized; activation MatMuls (attention, scores) untouched
+    # every weight MatMul / Gemm is quantized; activation MatMuls (attention of the layers that do not prune) untouched
     ops = [n.op_type for n in int8.graph.node]
     weights = weight_linear_nodes(fp32)
     activations = {n.name: list(n.input) for n in activation_matmuls(fp32)}
@@ -78,25 +79,15 @@ def test_int8_graph_structure(pair, case):
     assert "Gemm" not in ops
     assert {n.name: list(n.input) for n in activation_matmuls(int8)} == activations
     assert counts["fp32_matmuls"] == len(activations) == ops.count("MatMul")
-    # 6 weight MatMuls per layer (Q, K, V, output, FFN in/out); a scoring layer packs Q, K, V into one
+    # 6 weight MatMuls per layer (Q, K, V, output, FFN in/out), a scoring layer packs Q, K, V into one;
+    # 2 activation MatMuls (QK^T, PV) per layer that does not prune, a scoring layer's are in ScoredAttention
     scoring = len(prune_configs()[case])
-    assert counts == {"quantized_matmuls": 24 - 2 * scoring, "quantized_gemms": 2, "fp32_matmuls": 8 + scoring, "per_channel": True}
-    # TokenPrune's score input: computed in fp32 from plain MatMuls (rowmask @ probs; the walk up stops at
-    # MatMuls, earlier TokenPrune nodes and Shape, whose input's values do not matter); nothing quantized on the way
+    assert counts == {"quantized_matmuls": 24 - 2 * scoring, "quantized_gemms": 2, "fp32_matmuls": 2 * (4 - scoring), "per_channel": True}
+    # TokenPrune's score input comes straight from the fp32 ScoredAttention node of the same layer
     producers = {o: n for n in int8.graph.node for o in n.output}
-    for inputs in prune(int8):
-        chain, seen, reached = [inputs[1]], set(), []
-        while chain:
-            node = producers.get(chain.pop())
-            if node is None or node.name in seen:
-                continue
-            seen.add(node.name)
-            assert node.op_type not in ("MatMulInteger", "DynamicQuantizeLinear"), node.name
-            if node.op_type == "MatMul":
-                reached.append(node.name)
-            elif node.op_type != "Shape" and node.domain != OP_DOMAIN:
-                chain.extend(node.input)
-        assert reached and set(reached) <= set(activations), reached
+    attention = [producers[inputs[1]] for inputs in prune(int8)]
+    assert [(n.domain, n.op_type) for n in attention] == [(OP_DOMAIN, ATTENTION_OP_NAME)] * scoring
+    assert [list(n.input) for n in attention] == [list(producers[i[1]].input) for i in prune(fp32)]
     # the fp32 model given to to_int8 is unchanged
     assert not any(n.op_type == "MatMulInteger" for n in fp32.graph.node)
 
@@ -143,8 +134,8 @@ def test_export_artifact_int8_manifest(tiny_bert, tmp_path):
     plain = json.loads((tmp_path / "fp32" / CONFIG_NAME).read_text())["export"]
     export = json.loads((tmp_path / "int8" / CONFIG_NAME).read_text())["export"]
     assert "int8" not in plain
-    # two scoring layers, each with one packed Q/K/V MatMul instead of three
-    assert export["int8"] == {"quantized_matmuls": 20, "quantized_gemms": 2, "fp32_matmuls": 10, "per_channel": True, "weight_type": "QInt8"}
+    # two scoring layers, each with one packed Q/K/V MatMul instead of three and its attention in ScoredAttention
+    assert export["int8"] == {"quantized_matmuls": 20, "quantized_gemms": 2, "fp32_matmuls": 4, "per_channel": True, "weight_type": "QInt8"}
     assert export["token_prune_nodes"] == plain["token_prune_nodes"] == 2
     assert {k: v for k, v in export.items() if k != "int8"} == {k: v for k, v in plain.items()}
     session = ort.InferenceSession(str(tmp_path / "int8" / MODEL_FILE), providers=["CPUExecutionProvider"])

@@ -12,6 +12,8 @@ from onnx_tokprune.config import PruneConfig
 from onnx_tokprune.export.exporter import count_token_prune, kept_output_name, to_onnx
 from onnx_tokprune.export.passes import ort_transformer_fusions
 from onnx_tokprune.modeling import wrap
+from onnx_tokprune.scored_attention import ATTENTION_OP_NAME
+from onnx_tokprune.scoring import OP_DOMAIN, OP_NAME
 
 CONFIGS = prune_configs()
 
@@ -37,7 +39,9 @@ def test_fusions_keep_parity_and_fuse_every_layer_that_does_not_score(tiny_bert,
     assert report.counts.get("BiasGelu") == TINY_LAYERS
     embed = "LayerNormalization" if 0 in scoring else "EmbedLayerNormalization"
     assert report.counts.get(embed) == 1
-    assert sum(n.op_type == "Softmax" for n in fused.graph.node) == len(scoring)
+    # a scoring layer's attention stays one ScoredAttention node (the score reads its probabilities)
+    assert [n.op_type for n in fused.graph.node if n.domain == OP_DOMAIN] == [ATTENTION_OP_NAME, OP_NAME] * len(scoring)
+    assert not any(n.op_type == "Softmax" for n in fused.graph.node)
     assert count_token_prune(fused) == count_token_prune(plain) == len(config.layers)
     assert [(f.domain, f.name) for f in fused.functions] == [(f.domain, f.name) for f in plain.functions]
     for lengths, seed in ((RAGGED_LENGTHS, 1), ([9], 2), ([40], 3)):

@@ -14,7 +14,7 @@ import torch
 
 from onnx_tokprune.config import CONFIG_NAME, write_json_atomic
 from onnx_tokprune.io import atomic_output_dir, check_output_dir
-from onnx_tokprune.export.op import add_token_prune_function
+from onnx_tokprune.export.op import add_scored_attention_function, add_token_prune_function
 from onnx_tokprune.modeling import PrunedEncoder
 from onnx_tokprune.scoring import OP_DOMAIN, OP_NAME, OP_VERSION
 
@@ -87,6 +87,7 @@ def to_onnx(encoder: PrunedEncoder, opset: int = MIN_OPSET) -> onnx.ModelProto:
     model = legacy_export(_Exportable(encoder).eval(), encoder.model.config.vocab_size, axes, opset, custom)
     if encoder.pruning_layers:
         add_token_prune_function(model, encoder.config.rule, encoder.config.bin_rounding)
+        add_scored_attention_function(model, encoder.num_heads, encoder.head_dim, encoder.config.normalizer_constant())
     onnx.checker.check_model(model, full_check=True)
     return model
 
@@ -158,8 +159,7 @@ def export_artifact(
     if int8:
         from onnx_tokprune.export.quantize import WEIGHT_TYPE, to_int8
 
-        cfg = encoder.config
-        model, counts = to_int8(model, cfg.rule if cfg is not None else None, cfg.bin_rounding if cfg is not None else "exact")
+        model, counts = to_int8(model)
         int8_info = {**counts, "weight_type": WEIGHT_TYPE}
     return _write_artifact(encoder, model, model_dir, output, opset, force, int8_info, passes)
 

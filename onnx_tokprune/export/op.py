@@ -1,18 +1,24 @@
-"""The `tokprune::TokenPrune` op as an ONNX function with a standard-op body (DESIGN.md §3).
+"""The `tokprune::TokenPrune` and `tokprune::ScoredAttention` ops as ONNX functions with standard-op
+bodies (DESIGN.md §3).
 
-A model that carries this function runs in a plain `onnxruntime.InferenceSession`: onnxruntime
-inlines the body when no kernel for the op is registered. The body computes exactly the rule of
-`onnx_tokprune.scoring` (same ranks, same tie-breaks, same integer bin arithmetic).
+A model that carries these functions runs in a plain `onnxruntime.InferenceSession`: onnxruntime
+inlines a body when no kernel for the op is registered. TokenPrune's body computes exactly the rule
+of `onnx_tokprune.scoring` (same ranks, same tie-breaks, same integer bin arithmetic);
+ScoredAttention's is `onnx_tokprune.scored_attention` op for op.
 
-Inputs: hidden f32[B,S,D], score f32[B,S], mask i64[B,S], threshold f32[], bin_mask i64[NB],
+TokenPrune inputs: hidden f32[B,S,D], score f32[B,S], mask i64[B,S], threshold f32[], bin_mask i64[NB],
 keep_ratio f32[]. Outputs: hidden f32[B,K,D], mask i64[B,K], kept_index i64[B,K] (-1 = padding).
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from onnx_tokprune.scored_attention import ATTENTION_OP_NAME
 from onnx_tokprune.scoring import OP_DOMAIN, OP_NAME, OP_VERSION, TOP_K_SHRINK
 
 INPUTS = ["hidden", "score", "mask", "threshold", "bin_mask", "keep_ratio"]
@@ -153,6 +159,80 @@ def add_token_prune_function(model: onnx.ModelProto, rule: str | None = None, bi
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     if not any(f.domain == OP_DOMAIN and f.name == OP_NAME for f in model.functions):
         model.functions.append(token_prune_function(opset, rule, bin_rounding))
+    if not any(o.domain == OP_DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(OP_DOMAIN, OP_VERSION))
+    return model
+
+
+ATTENTION_INPUTS = ["qkv", "mask"]
+ATTENTION_OUTPUTS = ["context", "score"]
+
+
+def scored_attention_function(opset: int, num_heads: int, head_dim: int, normalizer: float | None) -> onnx.FunctionProto:
+    """The FunctionProto of ScoredAttention (onnx_tokprune.scored_attention), its body specialised to
+    the model's head count, head size and score normaliser (the node attributes repeat the first and
+    the last for a compiled kernel). Same ops as the PyTorch reference: no standard-op rewrite of it
+    matches onnxruntime's Attention fuser, so the probabilities stay in the graph."""
+    n = helper.make_node
+    nodes = [
+        _const("split_shape", [0, 0, 3 * num_heads, head_dim], TensorProto.INT64),
+        _const("merge_shape", [0, 0, num_heads * head_dim], TensorProto.INT64),
+        _const("sqrt_d", float(math.sqrt(head_dim)), TensorProto.FLOAT),
+        _const("one_f", 1.0, TensorProto.FLOAT),
+        _const("min_f", float(np.finfo(np.float32).min), TensorProto.FLOAT),
+        _const("axes_12", [1, 2], TensorProto.INT64),
+        _const("heads_split", [num_heads] * 3, TensorProto.INT64),
+        n("Reshape", ["qkv", "split_shape"], ["qkv_4d"]),
+        n("Transpose", ["qkv_4d"], ["qkv_heads"], perm=[0, 2, 1, 3]),
+        n("Split", ["qkv_heads", "heads_split"], ["q", "k", "v"], axis=1),
+        n("Transpose", ["k"], ["k_t"], perm=[0, 1, 3, 2]),
+        n("MatMul", ["q", "k_t"], ["qk"]),
+        n("Div", ["qk", "sqrt_d"], ["scaled"]),
+        # mask rows [B,1,1,S] and the additive bias (1 - rows) * float32 min
+        n("Unsqueeze", ["mask", "axes_12"], ["mask_4d"]),
+        n("Cast", ["mask_4d"], ["rows"], to=TensorProto.FLOAT),
+        n("Sub", ["one_f", "rows"], ["masked"]),
+        n("Mul", ["masked", "min_f"], ["bias"]),
+        n("Add", ["scaled", "bias"], ["logits"]),
+        n("Softmax", ["logits"], ["probs"], axis=-1),
+        n("MatMul", ["probs", "v"], ["context_heads"]),
+        n("Transpose", ["context_heads"], ["context_t"], perm=[0, 2, 1, 3]),
+        n("Reshape", ["context_t", "merge_shape"], ["context"]),
+        # score: probabilities each key receives from the kept queries, summed over heads, normalised
+        n("MatMul", ["rows", "probs"], ["received"]),
+        n("ReduceSum", ["received", "axes_12"], ["total"], keepdims=0),
+    ]
+    if normalizer:
+        nodes += [
+            _const("inv_norm", float(np.float32(1.0 / (num_heads * normalizer))), TensorProto.FLOAT),
+            n("Mul", ["total", "inv_norm"], ["score"]),
+        ]
+    else:
+        nodes += [
+            _const("axis1", [1], TensorProto.INT64),
+            _const("heads_f", float(num_heads), TensorProto.FLOAT),
+            n("Cast", ["mask"], ["mask_f"], to=TensorProto.FLOAT),
+            n("ReduceSum", ["mask_f", "axis1"], ["kept"], keepdims=1),
+            n("Mul", ["kept", "heads_f"], ["denominator"]),
+            n("Div", ["total", "denominator"], ["score"]),
+        ]
+    return helper.make_function(
+        OP_DOMAIN,
+        ATTENTION_OP_NAME,
+        ATTENTION_INPUTS,
+        ATTENTION_OUTPUTS,
+        nodes,
+        opset_imports=[helper.make_opsetid("", opset)],
+        attributes=["num_heads", "normalizer"],
+        doc_string="ScoredAttention: softmax(q k^T / sqrt(d) + mask bias) v and the importance score of the probabilities.",
+    )
+
+
+def add_scored_attention_function(model: onnx.ModelProto, num_heads: int, head_dim: int, normalizer: float | None) -> onnx.ModelProto:
+    """Attach the ScoredAttention function (specialised to the model) and its domain (in place)."""
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if not any(f.domain == OP_DOMAIN and f.name == ATTENTION_OP_NAME for f in model.functions):
+        model.functions.append(scored_attention_function(opset, num_heads, head_dim, normalizer))
     if not any(o.domain == OP_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(OP_DOMAIN, OP_VERSION))
     return model

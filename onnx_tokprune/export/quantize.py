@@ -3,7 +3,8 @@
 Only MatMul / Gemm nodes whose weight (input B) is an initializer become MatMulInteger with
 DynamicQuantizeLinear on the activation (QInt8 weights, per output channel by default: on the SST-2
 LTP MiniLM it lost 0.35 accuracy points where per-tensor weights lost 1.5). Activation x activation MatMuls
-(attention, and the importance score `rowmask @ probs`) and the TokenPrune nodes stay fp32.
+(attention) and the TokenPrune and ScoredAttention nodes (attention probabilities and importance
+scores) stay fp32.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from typing import Any
 
 import onnx
 
-from onnx_tokprune.export.op import add_token_prune_function
-from onnx_tokprune.scoring import OP_DOMAIN, OP_NAME
+from onnx_tokprune.scoring import OP_DOMAIN, OP_VERSION
 
 LINEAR_OPS = ("MatMul", "Gemm")
 WEIGHT_TYPE = "QInt8"
@@ -60,16 +60,14 @@ def run_quantize_dynamic(model: onnx.ModelProto, **options: Any) -> onnx.ModelPr
         return onnx.load(str(dst))
 
 
-def to_int8(
-    model: onnx.ModelProto, rule: str | None = None, bin_rounding: str = "exact", per_channel: bool = True
-) -> tuple[onnx.ModelProto, dict[str, Any]]:
+def to_int8(model: onnx.ModelProto, per_channel: bool = True) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """Quantize `model`'s weight MatMul/Gemm nodes (and fused Attention nodes) dynamically
     (onnxruntime quantize_dynamic, QInt8).
 
     Returns (quantized model, info): "quantized_matmuls" / "quantized_gemms" (weight nodes now
     MatMulInteger), "fp32_matmuls" (activation MatMuls left as they were, score MatMuls included),
     "per_channel", and "quantized_attention" (Attention -> QAttention) when the graph was fused.
-    The TokenPrune function and its opset import are re-attached (`rule`, `bin_rounding`) if lost.
+    The model's functions (TokenPrune, ScoredAttention) and their opset import are carried over if lost.
     """
     model = onnx.ModelProto.FromString(model.SerializeToString())  # the caller's model stays as it was
     seen: set[str] = set()
@@ -88,8 +86,10 @@ def to_int8(
         per_channel=per_channel,
     )
 
-    if any(n.domain == OP_DOMAIN and n.op_type == OP_NAME for n in quantized.graph.node):
-        add_token_prune_function(quantized, rule, bin_rounding)  # no-op when quantize_dynamic kept them
+    have = {(f.domain, f.name) for f in quantized.functions}
+    quantized.functions.extend(f for f in model.functions if (f.domain, f.name) not in have)
+    if model.functions and not any(o.domain == OP_DOMAIN for o in quantized.opset_import):
+        quantized.opset_import.append(onnx.helper.make_opsetid(OP_DOMAIN, OP_VERSION))
     missed = [n.name for n in weight_linear_nodes(quantized)] + [n.name for n in quantized.graph.node if n.op_type == "Attention"]
     integer = sum(1 for n in quantized.graph.node if n.op_type == "MatMulInteger")
     kept = {n.name for n in activation_matmuls(quantized)}

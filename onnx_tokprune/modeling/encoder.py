@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from onnx_tokprune.config import PruneConfig
+from onnx_tokprune.scored_attention import mask_bias, mask_rows, scored_attention, split_heads
 from onnx_tokprune.scoring import importance_score, keep_decision, soft_rank_bins_keep, token_prune
 
 MODES = ("drop", "mask", "soft", "gate")
@@ -37,16 +38,6 @@ class PrunedOutput(NamedTuple):
     """Drop mode: per pruning layer, TokenPrune's kept_index (positions in that layer's input)."""
     scores: dict[int, torch.Tensor] | None = None
     """Importance score [B,S] per pruning or observed layer (mask, soft and gate modes)."""
-
-
-def mask_rows(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """[B,S] 0/1 -> [B,1,1,S] in `dtype`: the kept rows of the score and the source of the bias."""
-    return mask[:, None, None, :].to(dtype)
-
-
-def mask_bias(rows: torch.Tensor) -> torch.Tensor:
-    """[B,1,1,S] 0/1 rows -> additive attention mask whose exp underflows to exactly 0."""
-    return (1.0 - rows) * torch.finfo(rows.dtype).min
 
 
 class PrunedEncoder(nn.Module):
@@ -137,28 +128,29 @@ class PrunedEncoder(nn.Module):
             return x.view(batch, -1, self.num_heads, self.head_dim).transpose(1, 2)
 
         projections = self.adapter.attention_projections(index)
+        qkv = None
         if names is not None or index in self.observe_layers:
             # A scoring layer projects Q, K and V with one packed matrix (one GEMM instead of three).
-            # It also keeps onnxruntime's attention fuser off this layer (it matches three MatMuls):
-            # fusing would drop the probabilities the score reads (DESIGN.md §4).
             weight = torch.cat([p.weight for p in projections])
-            bias_qkv = torch.cat([p.bias for p in projections])
-            qkv = F.linear(hidden, weight, bias_qkv).view(batch, -1, 3 * self.num_heads, self.head_dim).transpose(1, 2)
-            q, k, v = qkv.split(self.num_heads, dim=1)  # one Reshape + Transpose + Split for all three
-        else:
-            q, k, v = (heads(p(hidden)) for p in projections)
-        # Div, not Mul: with two Mul parents on the Add, onnxruntime's attention fuser cannot tell the
-        # scaled scores from the mask bias and leaves the layer unfused.
-        logits = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim) + bias
-        probs = torch.softmax(logits, dim=-1)
-        context = torch.matmul(self.adapter.attention_dropout(index)(probs), v)
-        context = context.transpose(1, 2).reshape(batch, -1, self.num_heads * self.head_dim)
+            qkv = F.linear(hidden, weight, torch.cat([p.bias for p in projections]))
         record = raw = None
-        if names is None and index in self.observe_layers:
-            normalizer = self.config.normalizer_constant() if self.config is not None else None
-            self._scores[index] = importance_score(probs, mask, normalizer, rows)
+        if names is not None and self.mode == "drop" and not self.training:
+            # attention and score in one op: one `tokprune::ScoredAttention` node when exported
+            context, score = scored_attention(qkv, mask, self.num_heads, self.config.normalizer_constant())
+        else:
+            q, k, v = split_heads(qkv, self.num_heads) if qkv is not None else (heads(p(hidden)) for p in projections)
+            # Div, not Mul: with two Mul parents on the Add, onnxruntime's attention fuser cannot tell the
+            # scaled scores from the mask bias and leaves the layer unfused.
+            logits = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim) + bias
+            probs = torch.softmax(logits, dim=-1)
+            context = torch.matmul(self.adapter.attention_dropout(index)(probs), v)
+            context = context.transpose(1, 2).reshape(batch, -1, self.num_heads * self.head_dim)
+            if names is None and index in self.observe_layers:
+                normalizer = self.config.normalizer_constant() if self.config is not None else None
+                self._scores[index] = importance_score(probs, mask, normalizer, rows)
+            if names is not None:
+                score = importance_score(probs, mask, self.config.normalizer_constant(), rows)
         if names is not None:
-            score = importance_score(probs, mask, self.config.normalizer_constant(), rows)
             self._scores[index] = score
             if self.score_hook is not None:
                 self.score_hook(index, score, mask)

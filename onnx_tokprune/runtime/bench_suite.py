@@ -167,7 +167,7 @@ def build_variants(
     eager = _torch_runner(hf_model, threads)
     fused, _ = export_unpruned_optimized(hf_model)
     pruned = onnx.load(str(artifact / "model.onnx"))
-    pruned_int8, _ = to_int8(pruned, manifest.get("rule"), manifest.get("bin_rounding", "exact"))
+    pruned_int8, _ = to_int8(pruned)
     runners = {
         "unpruned fp32": _ort_runner("unpruned fp32", fused, threads, None),
         "unpruned int8": _ort_runner("unpruned int8", quantize_unpruned_optimized(fused)[0], threads, None),
