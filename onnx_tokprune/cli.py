@@ -175,13 +175,13 @@ def export_command(model, opset, output, unpruned, int8, optimize, force):
         from onnx_tokprune.config import CONFIG_NAME
 
         for done in json.loads((path / CONFIG_NAME).read_text())["export"]["passes"]:
-            click.echo(f"  pass {done['name']}: " + ", ".join(f"{k} {v}" for k, v in done["counts"].items()))
+            click.echo(f"  pass {done['name']}: " + (", ".join(f"{k} {v}" for k, v in done["counts"].items()) or "did not fire"))
     if int8:
         from onnx_tokprune.config import CONFIG_NAME
 
         counts = json.loads((path / CONFIG_NAME).read_text())["export"]["int8"]
         done = ", ".join(f"{k.removeprefix('quantized_')} {v}" for k, v in counts.items() if k.startswith("quantized_"))
-        kept = f", {counts['fp32_matmuls']} activation MatMul(s) (attention, scores) kept fp32" if "fp32_matmuls" in counts else ""
+        kept = f", {counts['fp32_matmuls']} activation MatMul(s) (attention) kept fp32" if "fp32_matmuls" in counts else ""
         click.echo(f"  INT8 (QInt8 weights{', per channel' if counts['per_channel'] else ''}): quantized {done}{kept}")
 
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from conftest import RAGGED_LENGTHS, TINY_LAYERS, prune_configs, ragged_batch
-from onnx_tokprune.config import PruneConfig
+from onnx_tokprune.config import LayerRule, PruneConfig
 from onnx_tokprune.export.exporter import count_token_prune, kept_output_name, to_onnx
-from onnx_tokprune.export.passes import ort_transformer_fusions
+from onnx_tokprune.export.passes import embed_layer_norm_fusion, optimize_pruned
 from onnx_tokprune.modeling import wrap
 from onnx_tokprune.scored_attention import ATTENTION_OP_NAME
 from onnx_tokprune.scoring import OP_DOMAIN, OP_NAME
@@ -30,10 +30,13 @@ def test_fusions_keep_parity_and_fuse_every_layer_that_does_not_score(tiny_bert,
     config = PruneConfig(rule=rule, layers=tuple(CONFIGS[rule, normalizer]), score_normalizer=normalizer)
     encoder = wrap(tiny_bert, config)
     plain = to_onnx(encoder, 17)
-    fused, report = ort_transformer_fusions(plain, tiny_bert.config.num_attention_heads, tiny_bert.config.hidden_size)
+    fused, (report, embed) = optimize_pruned(plain, tiny_bert.config.num_attention_heads, tiny_bert.config.hidden_size)
     # the contract: Attention for every layer that does not score, both residual LayerNorms of every
-    # layer, every FFN GELU, and the embedding LayerNorm (fused with the embeddings when layer 0 is plain)
+    # layer, every FFN GELU, and the embedding LayerNorm (fused with the embeddings by onnxruntime
+    # when layer 0 is plain, else by our rule)
     scoring = {rule.layer for rule in config.layers}
+    assert embed.counts == ({"EmbedLayerNormalization": 1} if 0 in scoring else {})
+    assert [n.op_type for n in fused.graph.node if "LayerNormalization" in n.op_type and "Skip" not in n.op_type] == ["EmbedLayerNormalization"]
     assert report.counts.get("Attention", 0) == TINY_LAYERS - len(scoring)
     assert report.counts.get("SkipLayerNormalization") == 2 * TINY_LAYERS
     assert report.counts.get("BiasGelu") == TINY_LAYERS
@@ -75,7 +78,26 @@ def test_export_optimize_records_the_pass_and_keeps_parity(tiny_checkpoint, tmp_
     result = runner.invoke(export_command, ["--model", str(ckpt), "--output", str(artifact), "--optimize"])
     assert result.exit_code == 0, result.output
     assert "pass ort_transformer_fusions: " in result.output
-    (done,) = json.loads((artifact / "tokprune.json").read_text())["export"]["passes"]
+    done, embed = json.loads((artifact / "tokprune.json").read_text())["export"]["passes"]
     assert done["counts"]["SkipLayerNormalization"] == 2 * 4 and done["counts"]["BiasGelu"] == 4
+    assert embed["name"] == "embed_layer_norm_fusion" and "pass embed_layer_norm_fusion: " in result.output
     parity = runner.invoke(parity_command, ["--model", str(ckpt), "--artifact", str(artifact), "--data", str(sentences), "--batch-sizes", "1,3"])
     assert parity.exit_code == 0, parity.output
+
+
+def test_embedding_rule_leaves_roberta_positions_alone():
+    """RoBERTa's position ids count from the padding index: not 0..S-1, so the rule must not fire;
+    the graph and its results stay as they were."""
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+
+    torch.manual_seed(0)
+    config = RobertaConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                           intermediate_size=64, max_position_embeddings=80, num_labels=2)
+    model = RobertaForSequenceClassification(config).eval()
+    prune = PruneConfig(rule="top_k", layers=(LayerRule(0, keep_ratio=0.5),), score_normalizer="fixed")
+    plain = to_onnx(wrap(model, prune), 17)
+    fused, report = embed_layer_norm_fusion(plain)
+    assert report.counts == {}
+    assert [n.op_type for n in fused.graph.node] == [n.op_type for n in plain.graph.node]
+    batch = ragged_batch([7, 12], seed=4, vocab_size=120)
+    np.testing.assert_array_equal(_run(fused, batch)["logits"], _run(plain, batch)["logits"])

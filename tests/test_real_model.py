@@ -75,15 +75,54 @@ def test_fused_artifact_keeps_parity_and_fuses_every_plain_layer(real_artifact, 
 
     encoder, artifact, _ = real_artifact
     fused = export_artifact(encoder, artifact, tmp_path / "fused", opset=17, optimize=True)
-    (done,) = json.loads((fused / "tokprune.json").read_text())["export"]["passes"]
+    fusions, embed = json.loads((fused / "tokprune.json").read_text())["export"]["passes"]
     plain_layers = 6 - len(encoder.pruning_layers)
-    assert done["counts"] == {"EmbedLayerNormalization": 1, "Attention": plain_layers, "BiasGelu": 6, "SkipLayerNormalization": 12}
+    assert 0 not in encoder.pruning_layers  # so onnxruntime fuses the embeddings itself and the rule has nothing left
+    assert fusions["counts"] == {"EmbedLayerNormalization": 1, "Attention": plain_layers, "BiasGelu": 6, "SkipLayerNormalization": 12}
+    assert embed == {"name": "embed_layer_norm_fusion", "counts": {}}
     examples = read_texts(glue_dir() / "SST-2" / "dev.tsv", limit=48)
     report = check_parity(encoder, open_artifact(fused), examples, (1, 8), progress=False)
     report.check()
     for comp in report.comparisons:
         assert all(v == 1.0 for v in comp.kept_agreement.values()), comp
         assert comp.max_abs_logit_diff <= 1e-4, comp
+
+
+def test_fused_layer0_pruning_artifact_keeps_parity(real_artifact, tmp_path):
+    """Pruning at layer 0 (the speed configuration): onnxruntime leaves the embeddings unfused, our
+    rewrite rule fuses them, the scoring layers are ScoredAttention nodes; parity on real SST-2 and RTE
+    sentences, with the compiled kernel and with the portable functions."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from onnx_tokprune.calibrate import calibrate
+    from onnx_tokprune.data.text import read_texts
+    from onnx_tokprune.export.exporter import export_artifact
+    from onnx_tokprune.modeling import wrap
+    from onnx_tokprune.parity import check_parity
+    from onnx_tokprune.runtime import open_artifact
+    from onnx_tokprune.runtime.kernel import find_kernel
+    from onnx_tokprune.runtime.text_encoder import TextEncoder
+
+    encoder, artifact, _ = real_artifact
+    model = encoder.model
+    text_encoder = TextEncoder(AutoTokenizer.from_pretrained(str(artifact)).backend_tokenizer, model.config.max_position_embeddings)
+    sentences = read_texts(glue_dir() / "SST-2" / "train.tsv", limit=64)
+    result = calibrate(model, text_encoder, sentences, keep=0.4, layers=(0, 2), progress=False)
+    layer0 = wrap(model, result.config, "drop")
+    fused = export_artifact(layer0, artifact, tmp_path / "fused0", opset=17, optimize=True)
+    fusions, embed = json.loads((fused / "tokprune.json").read_text())["export"]["passes"]
+    assert fusions["counts"] == {"LayerNormalization": 1, "Attention": 4, "BiasGelu": 6, "SkipLayerNormalization": 12}
+    assert embed["counts"] == {"EmbedLayerNormalization": 1}
+    for task, limit in (("SST-2", 32), ("RTE", 12)):
+        examples = read_texts(glue_dir() / task / "dev.tsv", limit=limit)
+        for choice in [False] + ([find_kernel()] if find_kernel() else []):
+            report = check_parity(layer0, open_artifact(fused, kernel_library=choice), examples, (1, 8), progress=False)
+            report.check()
+            for comp in report.comparisons:
+                assert all(v == 1.0 for v in comp.kept_agreement.values()), (task, choice, comp)
+                assert comp.max_abs_logit_diff <= 1e-4 and comp.prediction_agreement == 1.0, (task, choice, comp)
 
 
 def test_fused_unpruned_baseline_matches_pytorch(real_artifact):

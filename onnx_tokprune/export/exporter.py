@@ -131,7 +131,8 @@ def export_artifact(
 ) -> Path:
     """Write an artifact dir atomically: built in a temp dir beside `output`, renamed at the end.
 
-    `optimize`: onnxruntime's BERT fusions (export.passes; scoring layers stay unfused). An
+    `optimize`: onnxruntime's BERT fusions and the embedding rule (export.passes.optimize_pruned;
+    a scoring layer's attention stays its ScoredAttention node). An
     unpruned encoder (config None) is then exported from the HF model itself and fully fused
     (export.baseline: Attention included), the baseline a practitioner would deploy.
     `int8`: dynamic INT8 quantization of the weight MatMul/Gemm nodes (export.quantize.to_int8).
@@ -149,11 +150,11 @@ def export_artifact(
             int8_info = {**counts, "weight_type": "QInt8"}
         return _write_artifact(encoder, model, model_dir, output, opset, force, int8_info, passes)
     if optimize:
-        from onnx_tokprune.export.passes import ort_transformer_fusions
+        from onnx_tokprune.export.passes import optimize_pruned
 
         hf = encoder.model.config
-        model, report = ort_transformer_fusions(to_onnx(encoder, opset), hf.num_attention_heads, hf.hidden_size)
-        passes.append(report.to_json())
+        model, reports = optimize_pruned(to_onnx(encoder, opset), hf.num_attention_heads, hf.hidden_size)
+        passes.extend(report.to_json() for report in reports)
     else:
         model = to_onnx(encoder, opset)
     if int8:
