@@ -36,6 +36,7 @@
 #undef ORT_API_MANUAL_INIT
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -391,16 +392,16 @@ struct HeadTask {
   float* context;
   float* partial;  // [B, H, S]
   int64_t S, H, dh;
+  std::atomic<bool> failed{false};  // an exception in a worker (no exception may leave the callback)
 };
 
-// The (row, head) pair `index` of the HeadTask at `data` (onnxruntime's ParallelFor signature).
-// Key-major loops over the kept keys keep the inner loops contiguous, so the compiler vectorises them;
-// on x86-64 an AVX2 clone is picked at load time when the CPU has it.
+// The (row, head) pair `index` of `t`: K (transposed) and V of the kept keys packed, then per query
+// the logits, softmax and context in register tiles (LogitTile, ContextTile). On x86-64 an AVX2
+// clone is picked at load time when the CPU has it.
 #if defined(__x86_64__) && defined(__GNUC__)
 __attribute__((target_clones("avx2", "default")))
 #endif
-void RunHead(void* data, size_t index) {
-  const HeadTask& t = *static_cast<const HeadTask*>(data);
+void ComputeHead(const HeadTask& t, size_t index) {
   const int64_t S = t.S, H = t.H, dh = t.dh, D = H * dh, row = 3 * D;
   const int64_t b = static_cast<int64_t>(index) / H, h = static_cast<int64_t>(index) % H;
   const float* base = t.qkv + b * S * row;
@@ -467,6 +468,16 @@ void RunHead(void* data, size_t index) {
   }
 }
 
+// onnxruntime's ParallelFor callback: the HeadTask at `data`, pair `index`.
+void RunHead(void* data, size_t index) {
+  HeadTask& t = *static_cast<HeadTask*>(data);
+  try {
+    ComputeHead(t, index);
+  } catch (...) {
+    t.failed = true;
+  }
+}
+
 struct ScoredAttentionKernel : KernelBase {
   int64_t num_heads;
   float normalizer;
@@ -499,6 +510,7 @@ struct ScoredAttentionKernel : KernelBase {
     std::vector<float> partial(static_cast<size_t>(B * H * S), 0.0f);
     HeadTask task{static_cast<const float*>(raw[0]), mask, static_cast<float*>(out_raw[0]), partial.data(), S, H, dh};
     if (B * H * S > 0) TOKPRUNE_RETURN_IF_ERROR(api.KernelContext_ParallelFor(ctx, RunHead, static_cast<size_t>(B * H), 0, &task));
+    if (task.failed) return Error("out of memory", ORT_FAIL);
     for (int64_t b = 0; b < B; ++b) {
       float denominator = static_cast<float>(H) * normalizer;
       if (!(normalizer > 0.0f)) {

@@ -1,8 +1,9 @@
-"""Share of a pruned artifact's batch-1 latency spent in the TokenPrune kernel (onnxruntime profiling).
+"""Share of a pruned artifact's batch-1 latency spent in the compiled kernels, TokenPrune and
+ScoredAttention (onnxruntime profiling).
 
 Usage: python tools/kernel_share.py ARTIFACT DEV.tsv [--samples 200] [--threads 2]
 Runs each sentence once with the compiled kernel registered (tokprune build-kernel) and profiling on
-(profile written under a temp dir, then deleted); prints TokenPrune time per run and its share of
+(profile written under a temp dir, then deleted); prints each op's time per run and its share of
 the whole run.
 """
 
@@ -43,11 +44,12 @@ def main() -> None:
             session.run(None, {k: v for k, v in feeds.items() if k in inputs})
         events = json.loads(Path(session.end_profiling()).read_text())
     runs = [e["dur"] for e in events if e.get("cat") == "Session" and e["name"] == "model_run"]
-    prune = sum(e["dur"] for e in events if e.get("cat") == "Node" and e["args"].get("op_name") == "TokenPrune" and e["name"].endswith("_kernel_time"))
-    print(
-        f"{args.artifact}: TokenPrune {prune / len(runs):.1f} µs per run of {sum(runs) / len(runs) / 1000:.2f} ms "
-        f"= {100 * prune / sum(runs):.2f}% ({len(runs)} sentences, {args.threads} threads, profiling on)"
-    )
+    for op in ("TokenPrune", "ScoredAttention"):
+        spent = sum(e["dur"] for e in events if e.get("cat") == "Node" and e["args"].get("op_name") == op and e["name"].endswith("_kernel_time"))
+        print(
+            f"{args.artifact}: {op} {spent / len(runs):.1f} µs per run of {sum(runs) / len(runs) / 1000:.2f} ms "
+            f"= {100 * spent / sum(runs):.2f}% ({len(runs)} sentences, {args.threads} threads, profiling on)"
+        )
 
 
 if __name__ == "__main__":
