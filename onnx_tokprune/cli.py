@@ -174,8 +174,10 @@ def export_command(model, opset, output, unpruned, int8, optimize, force):
     if optimize:
         from onnx_tokprune.config import CONFIG_NAME
 
+        from onnx_tokprune.export.passes import describe_counts
+
         for done in json.loads((path / CONFIG_NAME).read_text())["export"]["passes"]:
-            click.echo(f"  pass {done['name']}: " + (", ".join(f"{k} {v}" for k, v in done["counts"].items()) or "did not fire"))
+            click.echo(f"  pass {done['name']}: {describe_counts(done['counts'])}")
     if int8:
         from onnx_tokprune.config import CONFIG_NAME
 

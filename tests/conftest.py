@@ -1,7 +1,12 @@
-"""Shared, generic fixtures: a tiny random BERT classifier and a ragged batch maker."""
+"""Shared, generic fixtures: a tiny random BERT classifier, a ragged batch maker, the kernel library."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+
+import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -170,3 +175,28 @@ def random_token_prune_case(gen: torch.Generator, max_seq: int, dims: tuple[int,
     else:
         score = torch.randint(0, 4, (batch, seq), generator=gen).float() / 4
     return hidden, score, mask
+
+
+@pytest.fixture(scope="session")
+def kernel_library():
+    """The kernel library, built (and its headers fetched) once per session; skip when impossible."""
+    from onnx_tokprune.runtime.kernel import build_kernel
+
+    messages = io.StringIO()
+    with contextlib.redirect_stderr(messages):
+        library = build_kernel()
+    if library is None:
+        reason = messages.getvalue().strip() or "build_kernel() returned None"
+        pytest.skip(f"the tokprune kernel library cannot be built here (needs g++ and onnxruntime headers): {reason}")
+    return library
+
+
+def make_session(model: onnx.ModelProto, library=None, **options) -> ort.InferenceSession:
+    """A plain CPU session on `model` (1 thread unless `options` say otherwise), the kernel library registered if given."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    for key, value in options.items():
+        setattr(so, key, value)
+    if library is not None:
+        so.register_custom_ops_library(str(library))
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])

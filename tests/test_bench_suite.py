@@ -195,3 +195,16 @@ def test_bench_data_runs_pytorch_after_onnxruntime_and_uses_the_oracle_length():
     rows_by_name = {v.variant: v for v in result.variants}
     assert rows_by_name["pruned fp32"].flops_reduction == pytest.approx(shape.flops(30) / shape.flops(30, {0: 3}))
     assert rows_by_name["pruned fp32"].removal_efficiency is not None and rows_by_name["pytorch eager"].removal_efficiency is None
+
+
+def test_describe_pruned_names_every_pass_even_one_that_did_not_fire():
+    from onnx_tokprune.runtime.bench_suite import describe_pruned
+
+    export = {"pruning_layers": [1, 2], "passes": [
+        {"name": "ort_transformer_fusions", "counts": {"Attention": 2, "BiasGelu": 4}},
+        {"name": "embed_layer_norm_fusion", "counts": {}},
+    ]}
+    assert describe_pruned(export) == (
+        "pruning layers [1, 2]; ort_transformer_fusions: Attention 2, BiasGelu 4; embed_layer_norm_fusion: did not fire"
+    )
+    assert describe_pruned({"pruning_layers": [0]}) == "pruning layers [0]; no graph passes (export without --optimize)"

@@ -3,8 +3,6 @@ portable ONNX function, exactly: same kept sets, same hidden bits (DESIGN.md §3
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 
 import numpy as np
@@ -14,24 +12,11 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from conftest import minilm_path, random_token_prune_case, token_prune_io
+from conftest import make_session, minilm_path, random_token_prune_case, token_prune_io
 from onnx_tokprune.export.op import add_token_prune_function
-from onnx_tokprune.runtime.kernel import build_kernel
 from onnx_tokprune.scoring import OP_DOMAIN, OP_NAME, OP_VERSION, token_prune_reference
 
 OPSET = 17
-
-
-@pytest.fixture(scope="session")
-def kernel_library():
-    """The kernel library, built (and its headers fetched) once per session; skip when impossible."""
-    messages = io.StringIO()
-    with contextlib.redirect_stderr(messages):
-        library = build_kernel()
-    if library is None:
-        reason = messages.getvalue().strip() or "build_kernel() returned None"
-        pytest.skip(f"TokenPrune kernel cannot be built here (needs g++ and onnxruntime headers): {reason}")
-    return library
 
 
 def one_node_model(bin_rounding: str | None = None, function: str | bool | None = False) -> onnx.ModelProto:
@@ -48,16 +33,6 @@ def one_node_model(bin_rounding: str | None = None, function: str | bool | None 
     if function is not False:
         add_token_prune_function(model, function, bin_rounding or "exact")
     return model
-
-
-def make_session(model: onnx.ModelProto, library=None, **options) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    for key, value in options.items():
-        setattr(so, key, value)
-    if library is not None:
-        so.register_custom_ops_library(str(library))
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
 _SESSIONS: dict = {}

@@ -9,10 +9,10 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+from conftest import make_session
 from onnx_tokprune.export.op import add_scored_attention_function
 from onnx_tokprune.scored_attention import ATTENTION_OP_NAME, scored_attention_reference
 from onnx_tokprune.scoring import OP_DOMAIN, OP_VERSION
-from test_kernel import kernel_library, make_session  # noqa: F401 (fixture)
 
 OPSET = 17
 # (batch, sequence, heads, head size, normalizer): MiniLM's 12 x 32 included; None = the row's kept count
@@ -70,7 +70,7 @@ def reference(qkv: np.ndarray, mask: np.ndarray, heads: int, normalizer: float |
 
 
 @pytest.mark.parametrize("batch, seq, heads, head_dim, normalizer", SHAPES)
-def test_kernel_function_and_reference_agree(kernel_library, batch, seq, heads, head_dim, normalizer):  # noqa: F811
+def test_kernel_function_and_reference_agree(kernel_library, batch, seq, heads, head_dim, normalizer):
     qkv, mask = random_case(batch, seq, heads * head_dim, seed=batch * 100 + seq)
     want_context, want_score = reference(qkv, mask, heads, normalizer)
     function = make_session(one_node_model(heads, head_dim, normalizer, function=True))
@@ -88,7 +88,7 @@ def test_kernel_function_and_reference_agree(kernel_library, batch, seq, heads, 
         np.testing.assert_allclose(runs["kernel, 2 threads"][1].sum(axis=1), 1.0, rtol=1e-5)
 
 
-def test_kernel_runs_the_node_and_reports_bad_shapes(kernel_library):  # noqa: F811
+def test_kernel_runs_the_node_and_reports_bad_shapes(kernel_library):
     # no function attached: only the kernel can run it; the width left symbolic so the kernel checks it
     model = one_node_model(4, 8, None, function=False)
     model.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "W"

@@ -70,7 +70,7 @@ def main() -> None:
         f"latency over the first {args.samples} dev sentences, each the median of {args.repeats} runs, pruned, unpruned and "
         "oracle taking turns 16 sentences at a time in one process (runtime.bench.timed_chunks). Speedup is the unpruned export's time over the pruned one's; removal efficiency "
         "is the time of the unpruned graph on as many tokens as give the pruned run's FLOPs over the pruned time. "
-        "(function) = TokenPrune as the portable ONNX function, (kernel) = the compiled kernel (custom_ops/)."
+        "(function) = TokenPrune and ScoredAttention as their portable ONNX functions, (kernel) = the compiled kernels (custom_ops/)."
     )
     print(table + footer)
     (top_out / "methods.md").write_text(table + footer + "\n")

@@ -41,6 +41,11 @@ class PassReport:
         return {"name": self.name, "counts": dict(self.counts)}
 
 
+def describe_counts(counts: dict[str, int]) -> str:
+    """"Attention 4, BiasGelu 6" from a pass's recorded counts; "did not fire" when it rewrote nothing."""
+    return ", ".join(f"{k} {v}" for k, v in counts.items()) or "did not fire"
+
+
 def _scored_attention_nodes(model: onnx.ModelProto) -> list[tuple[str, ...]]:
     """The outputs of every ScoredAttention node (the scoring layers' attention and score)."""
     return [tuple(n.output) for n in model.graph.node if n.domain == OP_DOMAIN and n.op_type == ATTENTION_OP_NAME]

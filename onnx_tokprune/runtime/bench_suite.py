@@ -134,7 +134,9 @@ def _torch_runner(hf_model, threads: int) -> Runner:
 
 def describe_pruned(export: dict) -> str:
     """"pruning layers [1, 3]; fused: Attention 4, ..." from an artifact manifest's export section."""
-    passes = "; ".join(f"{p['name']}: " + ", ".join(f"{k} {v}" for k, v in p["counts"].items()) for p in export.get("passes", []))
+    from onnx_tokprune.export.passes import describe_counts
+
+    passes = "; ".join(f"{p['name']}: {describe_counts(p['counts'])}" for p in export.get("passes", []))
     return f"pruning layers {export.get('pruning_layers')}; " + (passes or "no graph passes (export without --optimize)")
 
 
