@@ -85,19 +85,29 @@ def test_export_optimize_records_the_pass_and_keeps_parity(tiny_checkpoint, tmp_
     assert parity.exit_code == 0, parity.output
 
 
-def test_embedding_rule_leaves_roberta_positions_alone():
-    """RoBERTa's position ids count from the padding index: not 0..S-1, so the rule must not fire;
-    the graph and its results stay as they were."""
+def test_roberta_optimize_fuses_plain_layers_and_leaves_its_positions_alone():
+    """RoBERTa through `--optimize`'s passes: Attention on the layers that do not score, parity with
+    PyTorch; its position ids count from the padding index, not 0..S-1, so the embedding rule must
+    not fire (the embeddings stay unfused when layer 0 scores)."""
     from transformers import RobertaConfig, RobertaForSequenceClassification
 
     torch.manual_seed(0)
-    config = RobertaConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    config = RobertaConfig(vocab_size=120, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
                            intermediate_size=64, max_position_embeddings=80, num_labels=2)
     model = RobertaForSequenceClassification(config).eval()
-    prune = PruneConfig(rule="top_k", layers=(LayerRule(0, keep_ratio=0.5),), score_normalizer="fixed")
-    plain = to_onnx(wrap(model, prune), 17)
-    fused, report = embed_layer_norm_fusion(plain)
-    assert report.counts == {}
-    assert [n.op_type for n in fused.graph.node] == [n.op_type for n in plain.graph.node]
-    batch = ragged_batch([7, 12], seed=4, vocab_size=120)
-    np.testing.assert_array_equal(_run(fused, batch)["logits"], _run(plain, batch)["logits"])
+    prune = PruneConfig(rule="top_k", layers=(LayerRule(0, keep_ratio=0.7), LayerRule(2, keep_ratio=0.5)), score_normalizer="fixed")
+    encoder = wrap(model, prune)
+    plain = to_onnx(encoder, 17)
+    fused, (fusions, embed) = optimize_pruned(plain, 4, 32)
+    assert fusions.counts == {"Attention": 2, "BiasGelu": 4, "LayerNormalization": 1, "SkipLayerNormalization": 8}
+    assert embed.counts == {}
+    same, report = embed_layer_norm_fusion(plain)
+    assert report.counts == {} and [n.op_type for n in same.graph.node] == [n.op_type for n in plain.graph.node]
+    for lengths, seed in (([7, 12, 3], 4), ([20], 5)):
+        batch = ragged_batch(lengths, seed=seed, vocab_size=120)
+        with torch.no_grad():
+            ref = encoder(*batch)
+        got = _run(fused, batch)
+        np.testing.assert_allclose(got["logits"], ref.logits.numpy(), atol=1e-5)
+        for layer, raw in zip(encoder.pruning_layers, ref.kept_index):
+            np.testing.assert_array_equal(got[kept_output_name(layer)], raw.numpy())
