@@ -13,6 +13,7 @@ keep_ratio f32[]. Outputs: hidden f32[B,K,D], mask i64[B,K], kept_index i64[B,K]
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -154,14 +155,33 @@ def token_prune_function(opset: int, rule: str | None = None, bin_rounding: str 
     )
 
 
-def add_token_prune_function(model: onnx.ModelProto, rule: str | None = None, bin_rounding: str = "exact") -> onnx.ModelProto:
-    """Attach the TokenPrune function (specialised to `rule`, if given) and its domain (in place)."""
-    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    if not any(f.domain == OP_DOMAIN and f.name == OP_NAME for f in model.functions):
-        model.functions.append(token_prune_function(opset, rule, bin_rounding))
+def _import_domain(model: onnx.ModelProto) -> None:
     if not any(o.domain == OP_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(OP_DOMAIN, OP_VERSION))
+
+
+def _attach(model: onnx.ModelProto, name: str, build: Callable[[int], onnx.FunctionProto]) -> onnx.ModelProto:
+    """Add the function `name` of our domain, built for the model's default-domain opset, unless the
+    model has it; import the domain (in place)."""
+    if not any(f.domain == OP_DOMAIN and f.name == name for f in model.functions):
+        model.functions.append(build(next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))))
+    _import_domain(model)
     return model
+
+
+def carry_over_functions(source: onnx.ModelProto, target: onnx.ModelProto) -> onnx.ModelProto:
+    """Give `target` (a rewrite of `source` by a tool that drops model functions) the functions of
+    `source` it lacks, and our domain's import when there are any (in place)."""
+    have = {(f.domain, f.name) for f in target.functions}
+    target.functions.extend(f for f in source.functions if (f.domain, f.name) not in have)
+    if source.functions:
+        _import_domain(target)
+    return target
+
+
+def add_token_prune_function(model: onnx.ModelProto, rule: str | None = None, bin_rounding: str = "exact") -> onnx.ModelProto:
+    """Attach the TokenPrune function (specialised to `rule`, if given) and its domain (in place)."""
+    return _attach(model, OP_NAME, lambda opset: token_prune_function(opset, rule, bin_rounding))
 
 
 ATTENTION_INPUTS = ["qkv", "mask"]
@@ -230,9 +250,4 @@ def scored_attention_function(opset: int, num_heads: int, head_dim: int, normali
 
 def add_scored_attention_function(model: onnx.ModelProto, num_heads: int, head_dim: int, normalizer: float | None) -> onnx.ModelProto:
     """Attach the ScoredAttention function (specialised to the model) and its domain (in place)."""
-    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    if not any(f.domain == OP_DOMAIN and f.name == ATTENTION_OP_NAME for f in model.functions):
-        model.functions.append(scored_attention_function(opset, num_heads, head_dim, normalizer))
-    if not any(o.domain == OP_DOMAIN for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid(OP_DOMAIN, OP_VERSION))
-    return model
+    return _attach(model, ATTENTION_OP_NAME, lambda opset: scored_attention_function(opset, num_heads, head_dim, normalizer))

@@ -22,8 +22,9 @@ import onnx_ir as ir
 from onnxscript.optimizer import remove_unused_nodes
 from onnxscript.rewriter import pattern
 
+from onnx_tokprune.export.op import carry_over_functions
 from onnx_tokprune.scored_attention import ATTENTION_OP_NAME
-from onnx_tokprune.scoring import OP_DOMAIN, OP_VERSION
+from onnx_tokprune.scoring import OP_DOMAIN
 
 
 class PassError(ValueError):
@@ -64,10 +65,7 @@ def ort_transformer_fusions(model: onnx.ModelProto, num_heads: int, hidden_size:
         fused = optimizer.model
     if _scored_attention_nodes(fused) != scoring:
         raise PassError("onnxruntime's fuser changed a scoring layer's ScoredAttention node: export without --optimize")
-    have = {(f.domain, f.name) for f in fused.functions}
-    fused.functions.extend(f for f in model.functions if (f.domain, f.name) not in have)
-    if model.functions and not any(o.domain == OP_DOMAIN for o in fused.opset_import):
-        fused.opset_import.append(onnx.helper.make_opsetid(OP_DOMAIN, OP_VERSION))
+    carry_over_functions(model, fused)
     contrib = {n.domain for n in fused.graph.node} - {"", "ai.onnx", OP_DOMAIN}
     fused.opset_import.extend(onnx.helper.make_opsetid(d, 1) for d in sorted(contrib - {o.domain for o in fused.opset_import}))
     return fused, PassReport("ort_transformer_fusions", counts)
@@ -118,15 +116,13 @@ class EmbedLayerNormFusion(pattern.RewriteRuleClassBase):
 def embed_layer_norm_fusion(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassReport]:
     """Fuse BERT's embeddings into EmbedLayerNormalization where onnxruntime's fuser did not
     (EmbedLayerNormFusion); the model's functions are left as they are."""
-    functions = list(model.functions)
     stripped = onnx.ModelProto()
     stripped.CopyFrom(model)
-    del stripped.functions[:]
+    del stripped.functions[:]  # the rewriter would also walk (and constant-fold) the function bodies
     ir_model = ir.serde.deserialize_model(stripped)
     count = pattern.RewriteRuleSet([EmbedLayerNormFusion.rule()]).apply_to_model(ir_model)
     remove_unused_nodes(ir_model)  # the position-id Slice and its shape arithmetic
-    fused = ir.serde.serialize_model(ir_model)
-    fused.functions.extend(functions)
+    fused = carry_over_functions(model, ir.serde.serialize_model(ir_model))
     if count and not any(o.domain == "com.microsoft" for o in fused.opset_import):
         fused.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
     return fused, PassReport("embed_layer_norm_fusion", {"EmbedLayerNormalization": count} if count else {})

@@ -17,7 +17,7 @@ from typing import Any
 
 import onnx
 
-from onnx_tokprune.scoring import OP_DOMAIN, OP_VERSION
+from onnx_tokprune.export.op import carry_over_functions
 
 LINEAR_OPS = ("MatMul", "Gemm")
 WEIGHT_TYPE = "QInt8"
@@ -66,7 +66,7 @@ def to_int8(model: onnx.ModelProto, per_channel: bool = True) -> tuple[onnx.Mode
     (onnxruntime quantize_dynamic, QInt8).
 
     Returns (quantized model, info): "quantized_matmuls" / "quantized_gemms" (weight nodes now
-    MatMulInteger), "fp32_matmuls" (activation MatMuls left as they were, score MatMuls included),
+    MatMulInteger), "fp32_matmuls" (activation MatMuls left as they were: the attention of plain layers),
     "per_channel", and "quantized_attention" (Attention -> QAttention) when the graph was fused.
     The model's functions (TokenPrune, ScoredAttention) and their opset import are carried over if lost.
     """
@@ -87,10 +87,7 @@ def to_int8(model: onnx.ModelProto, per_channel: bool = True) -> tuple[onnx.Mode
         per_channel=per_channel,
     )
 
-    have = {(f.domain, f.name) for f in quantized.functions}
-    quantized.functions.extend(f for f in model.functions if (f.domain, f.name) not in have)
-    if model.functions and not any(o.domain == OP_DOMAIN for o in quantized.opset_import):
-        quantized.opset_import.append(onnx.helper.make_opsetid(OP_DOMAIN, OP_VERSION))
+    carry_over_functions(model, quantized)
     missed = [n.name for n in weight_linear_nodes(quantized)] + [n.name for n in quantized.graph.node if n.op_type == "Attention"]
     integer = sum(1 for n in quantized.graph.node if n.op_type == "MatMulInteger")
     kept = {n.name for n in activation_matmuls(quantized)}
