@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from onnx_tokprune.config import write_json_atomic
+from onnx_tokprune.io import write_json_atomic
 from onnx_tokprune.data.text import read_texts
 from onnx_tokprune.runtime.bench import latency_table, measure_latency, to_json
 

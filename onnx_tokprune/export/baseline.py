@@ -4,7 +4,7 @@ The Hugging Face classifier exported with the legacy exporter (eager attention, 
 by onnxruntime's BERT optimizer: EmbedLayerNormalization 1, Attention L, SkipLayerNormalization 2L,
 BiasGelu L (the fused-op counts are the contract, `expected_fusions`). Its INT8 form quantizes
 Attention (-> QAttention) and every weight MatMul, pooler and classifier included (-> MatMulInteger),
-per-channel QInt8, as our pruned INT8 graphs do; embeddings stay fp32.
+with the same INT8 settings as our pruned INT8 graphs (export.quantize); embeddings stay fp32.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 
 from onnx_tokprune.export.exporter import legacy_export
 from onnx_tokprune.export.passes import PassError, PassReport
-from onnx_tokprune.export.quantize import run_quantize_dynamic, weight_linear_nodes
+from onnx_tokprune.export.quantize import DEFAULT_INT8, Int8Setting, int8_setting, run_quantize_dynamic, weight_linear_nodes
 
 
 def expected_fusions(num_layers: int) -> dict[str, int]:
@@ -61,11 +61,14 @@ def export_unpruned_optimized(hf_model: torch.nn.Module, opset: int = 17) -> tup
     return model, PassReport("ort_transformer_fusions", counts)
 
 
-def quantize_unpruned_optimized(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, Any]]:
-    """Dynamic per-channel QInt8 of a fused baseline's Attention and weight MatMul nodes."""
-    quantized = run_quantize_dynamic(model, op_types_to_quantize=["MatMul", "Attention"], per_channel=True)
+def quantize_unpruned_optimized(
+    model: onnx.ModelProto, setting: str | Int8Setting = DEFAULT_INT8
+) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """Dynamic INT8 (an export.quantize.INT8_SETTINGS entry) of a fused baseline's Attention and weight MatMul nodes."""
+    setting = setting if isinstance(setting, Int8Setting) else int8_setting(setting)
+    quantized = run_quantize_dynamic(model, setting, op_types_to_quantize=["MatMul", "Attention"])
     ops = [n.op_type for n in quantized.graph.node]
-    counts = {"quantized_attention": ops.count("QAttention"), "quantized_matmuls": ops.count("MatMulInteger"), "per_channel": True}
+    counts = {"quantized_attention": ops.count("QAttention"), "quantized_matmuls": ops.count("MatMulInteger"), **setting.to_json()}
     left = ops.count("Attention") + len(weight_linear_nodes(quantized))
     if left:
         raise PassError(f"INT8 quantization left {left} Attention / weight MatMul node(s) fp32")

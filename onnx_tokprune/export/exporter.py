@@ -12,9 +12,11 @@ from typing import Any
 import onnx
 import torch
 
-from onnx_tokprune.config import CONFIG_NAME, write_json_atomic
+from onnx_tokprune.config import CONFIG_NAME
+from onnx_tokprune.io import write_json_atomic
 from onnx_tokprune.io import atomic_output_dir, check_output_dir
 from onnx_tokprune.export.op import add_scored_attention_function, add_token_prune_function
+from onnx_tokprune.export.quantize import DEFAULT_INT8
 from onnx_tokprune.modeling import PrunedEncoder
 from onnx_tokprune.scoring import OP_DOMAIN, OP_NAME, OP_VERSION
 
@@ -128,6 +130,7 @@ def export_artifact(
     force: bool = False,
     int8: bool = False,
     optimize: bool = False,
+    int8_setting: str = DEFAULT_INT8,
 ) -> Path:
     """Write an artifact dir atomically: built in a temp dir beside `output`, renamed at the end.
 
@@ -135,7 +138,8 @@ def export_artifact(
     a scoring layer's attention stays its ScoredAttention node). An
     unpruned encoder (config None) is then exported from the HF model itself and fully fused
     (export.baseline: Attention included), the baseline a practitioner would deploy.
-    `int8`: dynamic INT8 quantization of the weight MatMul/Gemm nodes (export.quantize.to_int8).
+    `int8`: dynamic INT8 quantization of the weight MatMul/Gemm nodes (export.quantize.to_int8) with
+    `int8_setting` (export.quantize.INT8_SETTINGS: "portable" is correct on every x86-64 CPU).
     """
     check_output_dir(Path(output), force)
     passes: list[dict[str, Any]] = []
@@ -146,8 +150,7 @@ def export_artifact(
         model, report = export_unpruned_optimized(encoder.model, opset)
         passes.append(report.to_json())
         if int8:
-            model, counts = quantize_unpruned_optimized(model)
-            int8_info = {**counts, "weight_type": "QInt8"}
+            model, int8_info = quantize_unpruned_optimized(model, int8_setting)
         return _write_artifact(encoder, model, model_dir, output, opset, force, int8_info, passes)
     if optimize:
         from onnx_tokprune.export.passes import optimize_pruned
@@ -158,10 +161,9 @@ def export_artifact(
     else:
         model = to_onnx(encoder, opset)
     if int8:
-        from onnx_tokprune.export.quantize import WEIGHT_TYPE, to_int8
+        from onnx_tokprune.export.quantize import to_int8
 
-        model, counts = to_int8(model)
-        int8_info = {**counts, "weight_type": WEIGHT_TYPE}
+        model, int8_info = to_int8(model, int8_setting)
     return _write_artifact(encoder, model, model_dir, output, opset, force, int8_info, passes)
 
 

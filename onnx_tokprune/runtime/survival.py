@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from onnx_tokprune.data.text import TextExample
+from onnx_tokprune.io import chmod_default
 from onnx_tokprune.runtime.session import ArtifactError, PrunedSession, original_positions
 
 KEPT_COLOR = "#3b75af"
@@ -159,18 +160,12 @@ def plot_survival(survival: Survival, path: str | os.PathLike, title: str | None
     try:
         with os.fdopen(fd, "wb") as f:
             fig.savefig(f, format="png", dpi=DPI)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the picture the usual mode
+        chmod_default(tmp)  # mkstemp makes 0600; give the picture the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _short(token: str, limit: int = 16) -> str:
