@@ -1,25 +1,33 @@
 #!/usr/bin/env python3
-"""Build the compiled TokenPrune kernel library (custom_ops/tokenprune.cc) for onnxruntime's CPU provider.
+"""Build the compiled TokenPrune kernel library (tokenprune.cc) for onnxruntime's CPU provider.
 
-    python custom_ops/build.py            # prints the library path (exit 1 with one line if it cannot be built)
-    python custom_ops/build.py --force    # rebuild even when the library is up to date
+    python custom_ops/build.py                  # prints the library path (exit 1 with one line if it cannot be built)
+    python custom_ops/build.py --force          # rebuild even when the cached library exists
+    python custom_ops/build.py --cache-dir DIR  # cache root other than $XDG_CACHE_HOME/onnx_tokprune
 
-Standalone on purpose (standard library only, no onnx_tokprune import), and importable:
-`onnx_tokprune.runtime.kernel.build_kernel()` loads this file and calls `build()`.
+Standalone on purpose (standard library only, no onnx_tokprune import), and importable: the package
+ships this folder as `onnx_tokprune._custom_ops` (wheel and editable installs alike) and
+`onnx_tokprune.runtime.kernel.build_kernel()` (`tokprune build-kernel`) calls `build()`.
 
-The kernel needs onnxruntime's C/C++ headers, which no PyPI package ships (DESIGN.md §4). They are
-looked for, in order, in $TOKPRUNE_ORT_INCLUDE, in a previous download under the build folder, in
-/usr/include/onnxruntime (Debian's libonnxruntime-dev), and otherwise fetched from Debian trixie's
-`libonnxruntime-dev` (1.21 headers, API 21) with `apt-get download` + `dpkg-deb -x` into the build
-folder, through a temporary apt configuration (sources list, lists, cache under a temp folder) on
-the machine's configured Debian mirror: nothing is installed and the system apt state is untouched.
-The library only uses the OrtApi handed to RegisterCustomOps (no link against libonnxruntime), so
-a kernel built against API 21 loads in any newer onnxruntime. When headers or g++ cannot be had,
-`build()` prints one line and returns None: models then run the portable ONNX function.
+Headers: onnxruntime's C/C++ headers of API 21 (onnxruntime 1.21.0) are vendored, unmodified, in
+include/onnxruntime/ (MIT, see the README.md there): no package registry ships them. The library
+calls onnxruntime only through the OrtApi handed to RegisterCustomOps (no link against
+libonnxruntime), so it loads in any onnxruntime >= 1.21. $TOKPRUNE_ORT_INCLUDE, when set, names
+another folder holding onnxruntime_c_api.h and onnxruntime_cxx_api.h to build against instead.
+
+Cache: the library is written, per user, to
+`$XDG_CACHE_HOME/onnx_tokprune/kernel-<key>/libtokprune_kernel.so` (default ~/.cache), where <key>
+is a short SHA-256 of the kernel source, the headers, the compiler flags and the compiler (its path
+and `--version`): a library is reused only for exactly what it was built from. Folders and the
+library get the modes the umask gives (0755 / 0644 under umask 022). The compiler is $CXX (default
+g++). When a compiler or the headers cannot be had, `build()` prints one line and returns None:
+models then run the portable ONNX function.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import re
 import shutil
@@ -30,19 +38,21 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "tokenprune.cc"
-BUILD_DIR = HERE / "build"
+VENDORED_INCLUDE = HERE / "include" / "onnxruntime"
 LIBRARY_NAME = "libtokprune_kernel.so"
-HEADERS_DIRNAME = "onnxruntime-headers"
+CACHE_NAME = "onnx_tokprune"
 INCLUDE_ENV = "TOKPRUNE_ORT_INCLUDE"
-DEBIAN_SUITE = "trixie"
-DEBIAN_PACKAGE = "libonnxruntime-dev"
-DEFAULT_MIRROR = "http://deb.debian.org/debian"
-KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 REQUIRED_HEADERS = ("onnxruntime_c_api.h", "onnxruntime_cxx_api.h")
+# the headers tokenprune.cc includes, directly or through onnxruntime_cxx_api.h: all go in the cache key
+KEY_HEADERS = (*REQUIRED_HEADERS, "onnxruntime_cxx_inline.h", "onnxruntime_float16.h")
+KEY_LENGTH = 16
 # -ffp-contract=off: no FMA contraction (results as the references round them); -fno-trapping-math: lets
 # the ScoredAttention softmax loops vectorise (nothing traps floating-point exceptions in onnxruntime);
 # -Wno-psabi: the 8-float vector helpers are internal and inlined, no ABI crosses the library boundary
 CXXFLAGS = ["-O3", "-shared", "-fPIC", "-std=c++17", "-fvisibility=hidden", "-ffp-contract=off", "-fno-trapping-math", "-Wall", "-Wno-psabi"]
+# export RegisterCustomOps only (not the std:: template instances g++ would also export)
+VERSION_SCRIPT = "{ global: RegisterCustomOps; local: *; };\n"
+INSTALL_CXX = "install g++ (apt-get install g++, dnf install gcc-c++, apk add g++, ...) or set $CXX to a C++17 compiler"
 
 
 class BuildError(RuntimeError):
@@ -62,89 +72,36 @@ def _run(cmd: list[str], what: str, timeout: float = 300, cwd: Path | None = Non
         raise BuildError(f"{what}: timed out after {timeout:.0f} s") from exc
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
-        errors = [line.strip() for line in lines if re.search(r"\b(error|E):", line)]
+        errors = [line.strip() for line in lines if re.search(r"\berror:", line)]
         detail = (errors or lines or [f"exit {proc.returncode}"])[0 if errors else -1]
         raise BuildError(f"{what} failed: {detail}")
     return proc.stdout + proc.stderr
 
 
-def debian_mirror() -> str:
-    """The machine's configured Debian mirror (the main archive, not -security), else deb.debian.org."""
-    sources = Path("/etc/apt/sources.list.d/debian.sources")
-    if sources.is_file():
-        for stanza in re.split(r"\n\s*\n", sources.read_text(errors="replace")):
-            fields = dict(re.findall(r"^([A-Za-z-]+):\s*(.*)$", stanza, flags=re.M))
-            uris, suites = fields.get("URIs", "").split(), fields.get("Suites", "")
-            if uris and "security" not in suites and "security" not in uris[0]:
-                return uris[0].rstrip("/")
-    sources_list = Path("/etc/apt/sources.list")
-    if sources_list.is_file():
-        for line in sources_list.read_text(errors="replace").splitlines():
-            match = re.match(r"^\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)", line)
-            if match and "security" not in match.group(1) and "security" not in match.group(2):
-                return match.group(1).rstrip("/")
-    return DEFAULT_MIRROR
+def default_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/onnx_tokprune (an absolute $XDG_CACHE_HOME only, as the XDG spec says), else ~/.cache/onnx_tokprune."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    root = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return root / CACHE_NAME
 
 
-def fetch_headers(build_dir: Path) -> Path:
-    """Download and unpack Debian trixie's libonnxruntime-dev under build_dir; returns the include dir."""
-    target = build_dir / HEADERS_DIRNAME
-    include = target / "usr" / "include" / "onnxruntime"
-    if _has_headers(include):
-        return include
-    for tool in ("apt-get", "dpkg-deb"):
-        if shutil.which(tool) is None:
-            raise BuildError(f"onnxruntime headers not found and {tool} is unavailable to fetch them (set {INCLUDE_ENV})")
-    build_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="tokprune-apt-") as tmp:
-        tmp_path = Path(tmp)
-        for sub in ("lists/partial", "cache/archives/partial", "download"):
-            (tmp_path / sub).mkdir(parents=True)
-        mirror = debian_mirror()
-        signed_by = f"[signed-by={KEYRING}] " if KEYRING.is_file() else ""
-        (tmp_path / "sources.list").write_text(f"deb {signed_by}{mirror} {DEBIAN_SUITE} main\n")
-        apt_opts = [
-            f"-o=Dir::Etc::sourcelist={tmp_path / 'sources.list'}",
-            "-o=Dir::Etc::sourceparts=-",
-            f"-o=Dir::State::Lists={tmp_path / 'lists'}",
-            f"-o=Dir::Cache={tmp_path / 'cache'}",
-            "-o=APT::Get::List-Cleanup=0",
-            "-o=APT::Sandbox::User=root" if os.geteuid() == 0 else "-o=Debug::NoLocking=1",
-            "-qq",
-        ]
-        log = _run(["apt-get", *apt_opts, "update"], f"apt-get update ({mirror} {DEBIAN_SUITE})", timeout=300)
-        if not any((tmp_path / "lists").glob("*_Packages*")):  # apt-get update exits 0 on fetch failures
-            problems = [line.strip() for line in log.splitlines() if line.startswith(("E:", "W:", "Err"))]
-            raise BuildError(f"apt-get update could not fetch {mirror} {DEBIAN_SUITE}" + (f": {problems[0]}" if problems else ""))
-        _run(["apt-get", *apt_opts, "download", DEBIAN_PACKAGE], f"apt-get download {DEBIAN_PACKAGE}", cwd=tmp_path / "download")
-        debs = sorted((tmp_path / "download").glob(f"{DEBIAN_PACKAGE}_*.deb"))
-        if not debs:
-            raise BuildError(f"apt-get download {DEBIAN_PACKAGE} produced no .deb")
-        unpack = Path(tempfile.mkdtemp(prefix=HEADERS_DIRNAME + "-", dir=build_dir))
-        try:
-            _run(["dpkg-deb", "-x", str(debs[-1]), str(unpack)], "dpkg-deb -x")
-            if not _has_headers(unpack / "usr" / "include" / "onnxruntime"):
-                raise BuildError(f"{debs[-1].name} holds no onnxruntime C/C++ headers")
-            shutil.rmtree(target, ignore_errors=True)
-            unpack.rename(target)
-        finally:
-            shutil.rmtree(unpack, ignore_errors=True)
-    return include
-
-
-def find_headers(build_dir: Path, fetch: bool = True) -> Path:
-    """The include directory holding onnxruntime_c_api.h (fetching Debian's headers when allowed)."""
+def find_headers() -> Path:
+    """The include folder holding onnxruntime_c_api.h: $TOKPRUNE_ORT_INCLUDE when set, else the vendored one."""
     explicit = os.environ.get(INCLUDE_ENV)
     if explicit:
         if not _has_headers(Path(explicit)):
-            raise BuildError(f"{INCLUDE_ENV}={explicit} holds no {' / '.join(REQUIRED_HEADERS)}")
+            raise BuildError(
+                f"${INCLUDE_ENV}={explicit} holds no {' / '.join(REQUIRED_HEADERS)}: point it at onnxruntime's include "
+                f"folder, or unset it to use the headers shipped with onnx_tokprune"
+            )
         return Path(explicit)
-    for include in (build_dir / HEADERS_DIRNAME / "usr" / "include" / "onnxruntime", Path("/usr/include/onnxruntime")):
-        if _has_headers(include):
-            return include
-    if not fetch:
-        raise BuildError("onnxruntime headers not found")
-    return fetch_headers(build_dir)
+    if not _has_headers(VENDORED_INCLUDE):
+        raise BuildError(
+            f"the onnxruntime headers shipped with onnx_tokprune are missing from {VENDORED_INCLUDE} (reinstall "
+            f"onnx_tokprune), or set ${INCLUDE_ENV} to a folder holding {' and '.join(REQUIRED_HEADERS)} (the include/ "
+            f"folder of an onnxruntime >= 1.21 release archive, github.com/microsoft/onnxruntime/releases)"
+        )
+    return VENDORED_INCLUDE
 
 
 def api_version(include: Path) -> int:
@@ -152,51 +109,104 @@ def api_version(include: Path) -> int:
     return int(match.group(1)) if match else 0
 
 
-def compile_library(source: Path, include: Path, library: Path) -> Path:
-    """g++ the kernel into `library` (written beside it, then renamed: no half-written library)."""
-    cxx = os.environ.get("CXX", "g++")
-    if shutil.which(cxx) is None:
-        raise BuildError(f"C++ compiler {cxx!r} not found")
-    library.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=library.name + ".", suffix=".tmp", dir=library.parent)
-    os.close(fd)
-    # export RegisterCustomOps only (not the std:: template instances g++ would also export)
-    version_script = Path(tmp_name + ".map")
-    version_script.write_text("{ global: RegisterCustomOps; local: *; };\n")
+def compiler() -> str:
+    """The C++ compiler: $CXX (default g++), resolved on PATH; BuildError when there is none."""
+    cxx = os.environ.get("CXX") or "g++"
+    found = shutil.which(cxx)
+    if found is None:
+        raise BuildError(f"C++ compiler {cxx!r} not found ($CXX): {INSTALL_CXX}")
+    return found
+
+
+@functools.lru_cache(maxsize=8)
+def _compiler_identity(path: str, mtime_ns: int) -> str:
     try:
-        cmd = [cxx, *CXXFLAGS, f"-I{include}", str(source), "-o", tmp_name, "-Wl,-z,defs", f"-Wl,--version-script={version_script}"]
-        _run(cmd, f"{cxx} {source.name}", timeout=600)
-        os.replace(tmp_name, library)
+        proc = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60)
+        return proc.stdout.strip() or proc.stderr.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def cache_key(source: Path = SOURCE, include: Path | None = None, cxx: str | None = None) -> str:
+    """Short SHA-256 of what the library is built from: source, headers, flags, compiler (path and --version)."""
+    include = find_headers() if include is None else include
+    cxx = compiler() if cxx is None else cxx
+    digest = hashlib.sha256()
+
+    def add(label: str, data: bytes) -> None:
+        digest.update(f"{label}\0{len(data)}\0".encode())
+        digest.update(data)
+
+    add("source", Path(source).read_bytes())
+    for name in KEY_HEADERS:
+        header = include / name
+        add(f"header {name}", header.read_bytes() if header.is_file() else b"<absent>")
+    add("flags", "\0".join([*CXXFLAGS, VERSION_SCRIPT]).encode())
+    real = os.path.realpath(cxx)
+    try:
+        mtime = os.stat(real).st_mtime_ns
+    except OSError:
+        mtime = 0
+    add("compiler", f"{real}\0{_compiler_identity(real, mtime)}".encode())
+    return digest.hexdigest()[:KEY_LENGTH]
+
+
+def library_path(cache_dir: str | os.PathLike | None = None, source: str | os.PathLike = SOURCE) -> Path:
+    """Where the library for the current source, headers, flags and compiler lives (built or not)."""
+    root = default_cache_dir() if cache_dir is None else Path(cache_dir)
+    return root / f"kernel-{cache_key(Path(source))}" / LIBRARY_NAME
+
+
+def _umask() -> int:
+    try:  # Linux >= 4.7: read it without changing it (os.umask would, for a moment, for every thread)
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def compile_library(source: Path, include: Path, library: Path, cxx: str | None = None) -> Path:
+    """Compile the kernel into `library`: built in a private temp folder beside it, given the umask's mode
+    (0666 & ~umask), then renamed into place, so no half-written library is ever seen."""
+    cxx = compiler() if cxx is None else cxx
+    library.parent.mkdir(parents=True, exist_ok=True)  # mode 0777 & ~umask
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=library.parent))
+    try:
+        output, version_script = tmp / library.name, tmp / "exports.map"
+        version_script.write_text(VERSION_SCRIPT)
+        cmd = [cxx, *CXXFLAGS, f"-I{include}", str(source), "-o", str(output), "-Wl,-z,defs", f"-Wl,--version-script={version_script}"]
+        _run(cmd, f"{Path(cxx).name} {source.name}", timeout=600)
+        os.chmod(output, 0o666 & ~_umask())
+        os.replace(output, library)
     finally:
-        for leftover in (tmp_name, version_script):
-            if os.path.exists(leftover):
-                os.unlink(leftover)
+        shutil.rmtree(tmp, ignore_errors=True)
     return library
 
 
-def is_up_to_date(library: Path, source: Path = SOURCE) -> bool:
-    return library.is_file() and (not source.is_file() or library.stat().st_mtime >= source.stat().st_mtime)
-
-
 def build(
-    build_dir: str | os.PathLike = BUILD_DIR,
+    cache_dir: str | os.PathLike | None = None,
     force: bool = False,
     source: str | os.PathLike = SOURCE,
     quiet: bool = False,
 ) -> Path | None:
-    """The kernel library under build_dir, compiled when missing, older than the source, or forced.
+    """The kernel library in the cache (`cache_dir`, default `default_cache_dir()`), compiled when missing or forced.
 
-    Returns None (after one printed line, unless quiet) when headers or a compiler cannot be had.
+    Returns None (after one printed line, unless quiet) when the source, the headers or a compiler cannot be had.
     """
-    build_dir, source = Path(build_dir), Path(source)
-    library = build_dir / LIBRARY_NAME
-    if not force and is_up_to_date(library, source):
-        return library
+    source = Path(source)
     try:
         if not source.is_file():
-            raise BuildError(f"kernel source {source} not found")
-        include = find_headers(build_dir)
-        compile_library(source, include, library)
+            raise BuildError(f"kernel source {source} not found (reinstall onnx_tokprune)")
+        include, cxx = find_headers(), compiler()
+        root = default_cache_dir() if cache_dir is None else Path(cache_dir)
+        library = root / f"kernel-{cache_key(source, include, cxx)}" / LIBRARY_NAME
+        if force or not library.is_file():
+            compile_library(source, include, library, cxx)
     except (BuildError, OSError) as exc:
         if not quiet:
             print(f"tokprune kernel not built: {exc}; the portable ONNX function will be used", file=sys.stderr)
@@ -208,10 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--force", action="store_true", help="rebuild even when the library is up to date")
-    parser.add_argument("--build-dir", default=str(BUILD_DIR), help=f"output folder (default {BUILD_DIR})")
+    parser.add_argument("--force", action="store_true", help="rebuild even when the cached library exists")
+    parser.add_argument("--cache-dir", help=f"cache root (default {default_cache_dir()})")
     args = parser.parse_args(argv)
-    library = build(args.build_dir, force=args.force)
+    library = build(args.cache_dir, force=args.force)
     if library is None:
         return 1
     print(library)
