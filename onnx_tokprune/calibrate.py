@@ -7,7 +7,8 @@ calibration sentences' lengths, equal the target.
 
 Thresholds are chosen layer by layer on the calibration sentences with the earlier layers already
 pruning: layer i's threshold keeps the fraction c_i / c_{i-1} of the (pooled) tokens reaching it,
-placed half-way between two neighbouring scores so that no calibration token sits on it.
+placed half-way between two neighbouring scores, in a gap wide enough that no calibration score is
+within DECISION_RTOL of it (so no decision on the calibration data is float-ambiguous).
 """
 
 from __future__ import annotations
@@ -83,15 +84,48 @@ def solve_keep(
     return (lo + hi) / 2
 
 
-def _threshold_between(scores: np.ndarray, fraction: float) -> float:
-    """A threshold keeping `fraction` of `scores` (score >= threshold), half-way between neighbours."""
-    ordered = np.sort(scores)[::-1]
-    k = int(round(fraction * len(ordered)))
-    if k >= len(ordered):
+DECISION_RTOL = 1e-5
+"""Relative distance from a threshold within which a score's decision is float-ambiguous: PyTorch,
+the ONNX function and the compiled kernel sum the same attention probabilities in different orders,
+so a score can move by a few ulps (fp32 ulp = 1.2e-7 relative) between them. Thresholds are placed
+with at least this margin to every calibration score; parity reports decisions inside it apart."""
+
+
+def within_margin(scores: np.ndarray, threshold: float, rtol: float = DECISION_RTOL) -> np.ndarray:
+    """True where a score is so close to `threshold` that its keep/drop decision is float-ambiguous."""
+    return np.abs(np.asarray(scores, dtype=np.float64) - threshold) <= rtol * max(abs(threshold), np.finfo(np.float32).tiny)
+
+
+def threshold_with_margin(scores: np.ndarray, fraction: float, rtol: float = DECISION_RTOL) -> float:
+    """A threshold keeping about `fraction` of `scores` (score >= threshold), half-way between two
+    neighbouring distinct scores whose gap leaves every score outside the float-ambiguity margin.
+
+    When the gap at the requested fraction is too narrow (ties), the nearest wide-enough gap is used
+    (the kept fraction moves as little as possible). Raises CalibrationError when no gap is wide
+    enough: all scores are equal within the margin, e.g. a tokenizer that maps every word to [UNK].
+    """
+    ordered = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
+    n = len(ordered)
+    k = int(round(fraction * n))
+    if k >= n:
         return 0.0
-    if k <= 0:
-        return float(ordered[0]) * 2 + 1e-6
-    return float((ordered[k - 1] + ordered[k]) / 2)
+    candidates = sorted(range(1, n), key=lambda i: (abs(i - max(k, 1)), i))
+    for i in candidates:
+        high, low = ordered[i - 1], ordered[i]
+        middle = (high + low) / 2
+        if high > low and not within_margin(np.array([high, low]), middle, rtol).any():
+            return float(np.float32(middle))
+    raise CalibrationError(
+        f"the {n} calibration scores do not separate: all are equal within a relative {rtol:g}, so no threshold "
+        "can keep a fraction of them (is the tokenizer right? every token may be [UNK]); check the checkpoint and --data"
+    )
+
+
+def _threshold(scores: np.ndarray, fraction: float, layer: int) -> float:
+    try:
+        return threshold_with_margin(scores, fraction)
+    except CalibrationError as e:
+        raise CalibrationError(f"layer {layer}: {e}") from None
 
 
 def _batches(text_encoder: TextEncoder, rows, batch_size: int):
@@ -179,7 +213,7 @@ def calibrate(
             continue
         probe = PruneConfig(layers=(*chosen, LayerRule(layer, threshold=0.0)), **base)
         scores = _collect_scores(wrap(model, probe, "drop"), text_encoder, rows, layer, batch_size)
-        chosen.append(LayerRule(layer, threshold=_threshold_between(scores, step)))
+        chosen.append(LayerRule(layer, threshold=_threshold(scores, step, layer)))
     provenance = {
         "tool": "tokprune-calibrate",
         "keep": keep,

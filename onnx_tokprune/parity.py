@@ -6,6 +6,12 @@ right-padded the same way for both sides) and compared on:
 - max |Δlogit| over all rows;
 - prediction (argmax) agreement.
 The PyTorch drop mode is also compared with the mask mode (the papers' simulation).
+
+A row whose kept sets differ is *float-ambiguous*, not a mismatch, when at its first differing layer
+every token decided differently has a score within calibrate.DECISION_RTOL of the decision boundary
+(the threshold; for rank rules, a token the reference decided the other way): two correct
+implementations summing in different orders may decide such a token either way. Those rows are
+counted apart and left out of max |Δlogit|; only real mismatches fail the check.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from onnx_tokprune.calibrate import within_margin
+from onnx_tokprune.config import LayerRule
 from onnx_tokprune.data.text import TextExample
 from onnx_tokprune.export.exporter import kept_output_name
 from onnx_tokprune.modeling import PrunedEncoder, wrap
@@ -46,9 +54,14 @@ class Comparison:
     examples: int
     kept_agreement: dict[str, float] = field(default_factory=dict)
     kept_mismatch_rows: dict[str, int] = field(default_factory=dict)
+    """Rows whose kept set differs at that layer for a reason other than float ambiguity."""
+    kept_ambiguous_rows: dict[str, int] = field(default_factory=dict)
+    """Rows whose kept set differs at that layer after a float-ambiguous decision (module docstring)."""
     max_abs_logit_diff: float = 0.0
+    """Over every row but the float-ambiguous ones."""
     worst_example: int = -1
     prediction_agreement: float = 1.0
+    ambiguous_examples: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -83,12 +96,12 @@ class ParityReport:
     def table(self) -> str:
         """A Markdown table for people."""
         layers = sorted({k for c in self.comparisons for k in c.kept_agreement}, key=lambda k: int(k.rsplit("_", 1)[1]))
-        head = ["comparison", "batch", "examples", *[f"kept agree L{k.rsplit('_', 1)[1]}" for k in layers], "max abs Δlogit", "pred agree"]
+        head = ["comparison", "batch", "examples", *[f"kept agree L{k.rsplit('_', 1)[1]}" for k in layers], "float-ambiguous rows", "max abs Δlogit", "pred agree"]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for c in self.comparisons:
             cells = [c.name, str(c.batch_size), str(c.examples)]
             cells += [f"{100 * c.kept_agreement.get(k, float('nan')):.2f}%" for k in layers]
-            cells += [f"{c.max_abs_logit_diff:.2e}", f"{100 * c.prediction_agreement:.2f}%"]
+            cells += [str(len(c.ambiguous_examples)), f"{c.max_abs_logit_diff:.2e}", f"{100 * c.prediction_agreement:.2f}%"]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
@@ -101,17 +114,60 @@ def _drop_positions(kept: np.ndarray) -> list[np.ndarray]:
     return [row[row >= 0] for row in kept]
 
 
-def _compare(name, batch_size, layers, left, right) -> Comparison:
-    """`left`/`right`: (logits [N,C], {layer name: list of position arrays per row})."""
+@dataclass
+class _Decisions:
+    """Per pruning layer and row of the reference: the original positions entering the layer and their scores."""
+
+    rules: list[LayerRule]
+    entering: dict[str, list[np.ndarray]]
+    scores: dict[str, list[np.ndarray]]
+
+
+def _ambiguous(rule: LayerRule, entering: np.ndarray, scores: np.ndarray, reference: np.ndarray, other: np.ndarray) -> bool:
+    """True when every token the two sides decided differently was a float-ambiguous decision."""
+    differ = np.setxor1d(reference, other)
+    where = {int(p): i for i, p in enumerate(entering)}
+    if differ.size == 0 or any(int(p) not in where for p in differ):
+        return False
+    if rule.threshold is not None:
+        return bool(within_margin(scores[[where[int(p)] for p in differ]], rule.threshold).all())
+    kept = np.isin(entering, reference)
+    for p in differ:
+        i = where[int(p)]
+        if not within_margin(scores[kept != kept[i]], float(scores[i])).any():
+            return False
+    return True
+
+
+def _compare(name, batch_size, layers, left, right, decisions: _Decisions | None = None) -> Comparison:
+    """`left`/`right`: (logits [N,C], {layer name: list of position arrays per row}); `left` is the
+    reference whose scores `decisions` holds (None: every differing row is a mismatch)."""
+    rows = len(left[0])
+    first_differing = {}
+    for j, layer in enumerate(layers):
+        for r, (a, b) in enumerate(zip(left[1][layer], right[1][layer])):
+            if r not in first_differing and not np.array_equal(a, b):
+                first_differing[r] = j
+    ambiguous = sorted(
+        r for r, j in first_differing.items()
+        if decisions is not None and _ambiguous(
+            decisions.rules[j], decisions.entering[layers[j]][r], decisions.scores[layers[j]][r],
+            left[1][layers[j]][r], right[1][layers[j]][r],
+        )
+    )
     diff = np.abs(left[0] - right[0]).max(axis=-1)
-    comp = Comparison(name, batch_size, len(diff))
-    comp.max_abs_logit_diff = float(diff.max())
-    comp.worst_example = int(diff.argmax())
+    clear = np.ones(rows, dtype=bool)
+    clear[ambiguous] = False
+    comp = Comparison(name, batch_size, rows, ambiguous_examples=ambiguous)
+    if clear.any():
+        comp.max_abs_logit_diff = float(diff[clear].max())
+        comp.worst_example = int(np.flatnonzero(clear)[diff[clear].argmax()])
     comp.prediction_agreement = float((left[0].argmax(-1) == right[0].argmax(-1)).mean())
     for layer in layers:
-        same = [np.array_equal(a, b) for a, b in zip(left[1][layer], right[1][layer])]
+        same = np.array([np.array_equal(a, b) for a, b in zip(left[1][layer], right[1][layer])], dtype=bool)
         comp.kept_agreement[layer] = float(np.mean(same))
-        comp.kept_mismatch_rows[layer] = int(len(same) - sum(same))
+        comp.kept_ambiguous_rows[layer] = int((~same & ~clear).sum())
+        comp.kept_mismatch_rows[layer] = int((~same & clear).sum())
     return comp
 
 
@@ -126,32 +182,46 @@ def check_parity(
 ) -> ParityReport:
     """Compare `encoder` (drop mode) with the artifact `session` on `examples`; see module docstring."""
     layers = [kept_output_name(layer) for layer in encoder.pruning_layers]
+    rules = [encoder.config.rule_for(layer) for layer in encoder.pruning_layers] if encoder.config is not None else []
     masked = wrap(encoder.model, encoder.config, "mask") if compare_mask_mode and encoder.config is not None else None
     rows = session.text_encoder.token_ids(examples)
+    captured: dict[int, np.ndarray] = {}
+    previous_hook = encoder.score_hook
+    encoder.score_hook = lambda index, score, mask: captured.__setitem__(index, score.detach().numpy().copy())
     comparisons = []
-    for batch_size in batch_sizes:
-        sides: dict[str, tuple[list, dict]] = {k: ([], {name: [] for name in layers}) for k in ("torch", "ort", "mask")}
-        starts = range(0, len(rows), batch_size)
-        for start in tqdm(starts, desc=f"parity batch {batch_size}", disable=not progress):
-            feeds = session.text_encoder.pad(rows[start : start + batch_size])
-            tensors = {k: torch.from_numpy(v) for k, v in feeds.items()}
-            args = (tensors["input_ids"], tensors["attention_mask"], tensors["token_type_ids"])
-            with torch.no_grad():
-                ref = encoder(*args)
-                mref = masked(*args) if masked is not None else None
-            raw = session.run(feeds)
-            ort_out = {**raw, **original_positions(raw)}
-            sides["torch"][0].append(ref.logits.numpy())
-            sides["ort"][0].append(ort_out["logits"])
-            for name, kept in zip(layers, ref.kept):
-                sides["torch"][1][name].extend(_drop_positions(kept.numpy()))
-                sides["ort"][1][name].extend(_drop_positions(ort_out[name]))
-            if mref is not None:
-                sides["mask"][0].append(mref.logits.numpy())
-                for name, kept in zip(layers, mref.kept):
-                    sides["mask"][1][name].extend(_mask_to_positions(kept.numpy()))
-        joined = {k: (np.concatenate(v[0]), v[1]) for k, v in sides.items() if v[0]}
-        comparisons.append(_compare("pytorch-drop vs onnxruntime", batch_size, layers, joined["torch"], joined["ort"]))
-        if "mask" in joined:
-            comparisons.append(_compare("pytorch-drop vs pytorch-mask", batch_size, layers, joined["torch"], joined["mask"]))
+    try:
+        for batch_size in batch_sizes:
+            sides: dict[str, tuple[list, dict]] = {k: ([], {name: [] for name in layers}) for k in ("torch", "ort", "mask")}
+            decisions = _Decisions(rules, {name: [] for name in layers}, {name: [] for name in layers})
+            starts = range(0, len(rows), batch_size)
+            for start in tqdm(starts, desc=f"parity batch {batch_size}", disable=not progress):
+                feeds = session.text_encoder.pad(rows[start : start + batch_size])
+                tensors = {k: torch.from_numpy(v) for k, v in feeds.items()}
+                args = (tensors["input_ids"], tensors["attention_mask"], tensors["token_type_ids"])
+                captured.clear()
+                with torch.no_grad():
+                    ref = encoder(*args)
+                    mref = masked(*args) if masked is not None else None
+                raw = session.run(feeds)
+                ort_out = {**raw, **original_positions(raw)}
+                sides["torch"][0].append(ref.logits.numpy())
+                sides["ort"][0].append(ort_out["logits"])
+                entering = np.where(feeds["attention_mask"] == 1, np.arange(feeds["attention_mask"].shape[1]), -1)
+                for name, layer, kept in zip(layers, encoder.pruning_layers, ref.kept):
+                    for positions, score in zip(entering, captured[layer]):
+                        decisions.entering[name].append(positions[positions >= 0])
+                        decisions.scores[name].append(score[positions >= 0])
+                    entering = kept.numpy()
+                    sides["torch"][1][name].extend(_drop_positions(entering))
+                    sides["ort"][1][name].extend(_drop_positions(ort_out[name]))
+                if mref is not None:
+                    sides["mask"][0].append(mref.logits.numpy())
+                    for name, kept in zip(layers, mref.kept):
+                        sides["mask"][1][name].extend(_mask_to_positions(kept.numpy()))
+            joined = {k: (np.concatenate(v[0]), v[1]) for k, v in sides.items() if v[0]}
+            comparisons.append(_compare("pytorch-drop vs onnxruntime", batch_size, layers, joined["torch"], joined["ort"], decisions))
+            if "mask" in joined:
+                comparisons.append(_compare("pytorch-drop vs pytorch-mask", batch_size, layers, joined["torch"], joined["mask"], decisions))
+    finally:
+        encoder.score_hook = previous_hook
     return ParityReport(comparisons, atol)
