@@ -13,6 +13,7 @@ within DECISION_RTOL of it (so no decision on the calibration data is float-ambi
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -150,6 +151,29 @@ def _collect_scores(encoder, text_encoder, rows, layer, batch_size) -> np.ndarra
             encoder(feeds["input_ids"], feeds["attention_mask"], feeds["token_type_ids"])
     encoder.score_hook = None
     return np.concatenate(found)
+
+
+def settle_thresholds(model, config: PruneConfig, text_encoder: TextEncoder, examples, batch_size: int = 32) -> tuple[PruneConfig, dict[int, tuple[float, float]]]:
+    """Trained thresholds with calibration's margin: a threshold that some score on `examples` sits
+    within DECISION_RTOL of moves to the nearest gap wide enough (threshold_with_margin at the fraction
+    it keeps now). Returns the config and {layer: (old, new)} for the thresholds that moved."""
+    if config.rule != "threshold":
+        return config, {}
+    rows = text_encoder.token_ids(examples)
+    settled: list[LayerRule] = []
+    moved: dict[int, tuple[float, float]] = {}
+    for rule in config.layers:
+        probe = PruneConfig(rule="threshold", layers=(*settled, LayerRule(rule.layer, threshold=0.0)),
+                            score_normalizer=config.score_normalizer, normalizer_length=config.normalizer_length)
+        scores = _collect_scores(wrap(model, probe, "drop"), text_encoder, rows, rule.layer, batch_size)
+        threshold = rule.threshold
+        if within_margin(scores, threshold).any():
+            threshold = _threshold(scores, float((scores >= threshold).mean()), rule.layer)
+            moved[rule.layer] = (rule.threshold, threshold)
+        settled.append(LayerRule(rule.layer, threshold=threshold))
+    if not moved:
+        return config, moved
+    return dataclasses.replace(config, layers=tuple(settled)), moved
 
 
 def measure(model, config: PruneConfig, text_encoder: TextEncoder, rows, batch_size: int = 32) -> tuple[dict[int, float], float]:

@@ -82,3 +82,29 @@ def test_unk_only_tokenizer_threshold_is_never_on_a_score(tiny_bert):
         assert len(np.unique(scores)) < len(scores), "the recipe must produce exact ties"
         assert not within_margin(scores, rule.threshold).any(), f"layer {rule.layer}: a score sits on the threshold"
         chosen.append(rule)
+
+
+def test_trained_threshold_on_a_score_is_moved_off_it(tiny_checkpoint):
+    """LTP's learned thresholds get calibration's margin: one that equals a score is moved to a gap."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from conftest import SST2_SENTENCES
+    from onnx_tokprune.calibrate import _collect_scores, settle_thresholds, within_margin
+    from onnx_tokprune.config import LayerRule, PruneConfig
+    from onnx_tokprune.data.text import TextExample
+    from onnx_tokprune.modeling import wrap
+    from onnx_tokprune.runtime.text_encoder import TextEncoder
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_checkpoint).eval()
+    encoder = TextEncoder(AutoTokenizer.from_pretrained(tiny_checkpoint).backend_tokenizer, 64)
+    examples = [TextExample(s) for s in SST2_SENTENCES]
+    probe = PruneConfig(rule="threshold", layers=(LayerRule(1, threshold=0.0),))
+    scores = _collect_scores(wrap(model, probe, "drop"), encoder, encoder.token_ids(examples), 1, 32)
+    on_a_score = float(np.sort(scores)[len(scores) // 2])
+    config = PruneConfig(rule="threshold", method="ltp", layers=(LayerRule(1, threshold=on_a_score),))
+    settled, moved = settle_thresholds(model, config, encoder, examples)
+    assert list(moved) == [1] and moved[1][0] == on_a_score
+    assert not within_margin(scores, settled.layers[0].threshold).any()
+    assert abs((scores >= settled.layers[0].threshold).mean() - (scores >= on_a_score).mean()) < 0.1
+    untouched, nothing = settle_thresholds(model, settled, encoder, examples)
+    assert nothing == {} and untouched == settled

@@ -9,6 +9,9 @@ Thresholds are their own parameter group with their own learning rate.
 
 Hard stage: thresholds frozen; the mask-mode model (tokens whose score falls below the threshold
 are masked from then on, exactly what the exported graph removes) fine-tunes the weights.
+After the hard stage, a threshold that a score of 256 training sentences sits on (within
+calibrate.DECISION_RTOL, where PyTorch and onnxruntime may decide differently) moves to the nearest
+gap wide enough (calibrate.settle_thresholds; recorded in the provenance).
 Layers whose learned threshold ends at or below 0 do not prune and are left out of tokprune.json.
 """
 
@@ -64,17 +67,23 @@ def initial_config(num_layers: int, settings: LTPSettings) -> PruneConfig:
     return PruneConfig(rule="threshold", method="ltp", layers=rules, normalizer_length=settings.normalizer_length)
 
 
-def calibrated_config(model, tokenizer, task: str, data_dir: str | None, settings: LTPSettings) -> PruneConfig:
-    """Thresholds for every layer calibrated to `settings.init_flops` on 256 training sentences."""
-    from onnx_tokprune.calibrate import calibrate
+def _calibration_sample(model, tokenizer, task: str, data_dir: str | None, seed: int):
+    """(TextEncoder, 256 seeded training examples) for calibration and the threshold margin check."""
     from onnx_tokprune.data.glue import load_split
     from onnx_tokprune.data.text import TextExample
     from onnx_tokprune.runtime.text_encoder import TextEncoder
 
-    split = load_split(task, "train", data_dir, max_samples=256, seed=settings.soft.seed)
+    split = load_split(task, "train", data_dir, max_samples=256, seed=seed)
     pairs = split["text_b"] if "text_b" in split.column_names else [None] * len(split)
     examples = [TextExample(a, b) for a, b in zip(split["text_a"], pairs)]
-    encoder = TextEncoder(tokenizer.backend_tokenizer, model.config.max_position_embeddings)
+    return TextEncoder(tokenizer.backend_tokenizer, model.config.max_position_embeddings), examples
+
+
+def calibrated_config(model, tokenizer, task: str, data_dir: str | None, settings: LTPSettings) -> PruneConfig:
+    """Thresholds for every layer calibrated to `settings.init_flops` on 256 training sentences."""
+    from onnx_tokprune.calibrate import calibrate
+
+    encoder, examples = _calibration_sample(model, tokenizer, task, data_dir, settings.soft.seed)
     result = calibrate(
         model, encoder, examples, target_flops=settings.init_flops, layers=range(model.config.num_hidden_layers),
         normalizer_length=settings.normalizer_length, progress=False, schedule="geometric",
@@ -143,6 +152,11 @@ def train_ltp(
 
     hard = wrap(model, config, "mask")
     trainer = run_trainer(ClassifierObjective(hard, spec.num_labels), train, tokenizer, settings.hard)
+    from onnx_tokprune.calibrate import settle_thresholds
+
+    model.eval()
+    config, moved = settle_thresholds(model, config, *_calibration_sample(model, tokenizer, spec.name, data_dir, settings.soft.seed))
+    config.provenance["thresholds_moved_off_scores"] = {str(k): v for k, v in moved.items()}
     metrics = compute_metrics(spec.name, predict(wrap(model, config, "drop"), dev, tokenizer, batch_size=1), dev["labels"])
     config.provenance["dev_metrics_drop"] = metrics
     if trainer.is_world_process_zero():
