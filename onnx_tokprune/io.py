@@ -60,6 +60,14 @@ def chmod_default(path: str | os.PathLike, directory: bool = False) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
 
 
+def _apply_umask(root: Path) -> None:
+    """Every file and directory under `root` gets the default mode: libraries writing through temp
+    files (safetensors, mkstemp) leave 0600 behind, unreadable for a server running as another user."""
+    for path in root.rglob("*"):
+        if not path.is_symlink():
+            chmod_default(path, directory=path.is_dir())
+
+
 def check_output_dir(output: Path, force: bool) -> None:
     """Raise OutputExistsError when `output` exists and may not (or must not) be replaced."""
     output = Path(output)
@@ -196,6 +204,7 @@ def atomic_output_dir(output: str | os.PathLike, force: bool = False) -> Iterato
     try:
         chmod_default(tmp, directory=True)
         yield tmp
+        _apply_umask(tmp)
         if output.is_dir() and not output.is_symlink():
             if not force:
                 raise OutputExistsError(f"{output} was created by another process while this one was writing it: nothing replaced")
