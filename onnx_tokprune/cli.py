@@ -12,9 +12,9 @@ import numpy as np
 
 from onnx_tokprune.config import ConfigError
 from onnx_tokprune.data.text import DataError
-from onnx_tokprune.io import OutputExistsError, check_output_dir
+from onnx_tokprune.io import OutputExistsError, check_output_dir, check_output_file
 from onnx_tokprune.runtime.session import ArtifactError
-from onnx_tokprune.runtime.text_encoder import TextTooLongError
+from onnx_tokprune.runtime.text_encoder import InvalidTextError, TextTooLongError
 
 # Fast tokenizers warn (and can deadlock) when the process later forks, e.g. for data loaders.
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -24,13 +24,15 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     DataError,
     OutputExistsError,
     TextTooLongError,
+    InvalidTextError,
     ArtifactError,
     FileNotFoundError,
 )
 
 
 def user_errors(func):
-    """Turn the package's typed errors into one-line click errors (exit code 1)."""
+    """Turn the package's typed errors, and usage errors raised in a command's body (which click
+    would print after the usage text), into one-line click errors (exit code 1)."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -45,6 +47,8 @@ def user_errors(func):
 
         try:
             return func(*args, **kwargs)
+        except click.UsageError as e:
+            raise click.ClickException(e.format_message()) from None
         except ParityError as e:
             raise click.ClickException(f"parity failed: {type(e).__name__}: {e}") from None
         except (*USER_ERRORS, CalibrationError, ConversionError, ExportError, PassError, CheckpointError, TaskError, TrainingError) as e:
@@ -53,13 +57,53 @@ def user_errors(func):
     return wrapper
 
 
-def _layers(value: str | None) -> list[int] | None:
+def _layers(value: str | None, option: str = "--layers") -> list[int] | None:
+    """Comma-separated layer indices, each once."""
     if not value:
         return None
     try:
-        return [int(v) for v in value.split(",")]
+        layers = [int(v) for v in value.split(",")]
     except ValueError:
-        raise click.BadParameter(f"{value!r}: give layer indices separated by commas, e.g. 1,2,3") from None
+        raise click.BadParameter(f"{value!r}: give layer indices separated by commas, e.g. 1,2,3", param_hint=option) from None
+    repeated = sorted({layer for layer in layers if layers.count(layer) > 1})
+    if repeated:
+        raise click.BadParameter(f"{value!r} lists layer(s) {repeated} more than once: give each layer once", param_hint=option)
+    return layers
+
+
+def _batch_sizes(value: str) -> list[int]:
+    """Comma-separated batch sizes, each at least 1."""
+    try:
+        sizes = [int(v) for v in value.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise click.BadParameter(f"{value!r}: give batch sizes of at least 1 separated by commas, e.g. 1,8", param_hint="--batch-sizes")
+    return sizes
+
+
+def _at_least(value: int, minimum: int, option: str, meaning: str = "") -> None:
+    if value < minimum:
+        raise click.BadParameter(f"must be at least {minimum}{meaning}, got {value}", param_hint=option)
+
+
+def _kernel_option(func):
+    return click.option(
+        "--kernel/--no-kernel", "kernel", default=None,
+        help="Run TokenPrune with the compiled kernel (tokprune build-kernel), or with the portable ONNX functions. Default: the kernel when built.",
+    )(func)
+
+
+def _kernel_choice(kernel: bool | None):
+    """--kernel: the built library (one line when there is none); --no-kernel: False; unset: None (auto)."""
+    if kernel is None or kernel is False:
+        return kernel
+    from onnx_tokprune.runtime.kernel import find_kernel
+
+    library = find_kernel()
+    if library is None:
+        raise click.ClickException("--kernel: no compiled TokenPrune kernel found: build it with `tokprune build-kernel`, or leave out --kernel")
+    return library
 
 
 def _write_json(path: str, data) -> None:
@@ -98,28 +142,23 @@ def calibrate_command(model, data_file, output, keep, target_flops, rule, layers
     for name, value in (("keep", keep), ("target FLOPs", target_flops)):
         if value is not None and not 0 < value <= 1:
             raise click.ClickException(f"{name} must be in (0, 1], got {value}")
-
+    _at_least(samples, 1, "--samples")
+    _at_least(num_labels, 1, "--num-labels")
+    layer_list = _layers(layers)
     check_output_dir(Path(output), force)
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from onnx_tokprune.calibrate import calibrate
     from onnx_tokprune.data.text import read_texts
     from onnx_tokprune.io import atomic_output_dir
-    from onnx_tokprune.modeling import ADAPTERS, read_model_type
+    from onnx_tokprune.modeling import check_checkpoint, load_classifier, load_tokenizer
     from onnx_tokprune.runtime.text_encoder import TextEncoder
 
+    check_checkpoint(model, "if_missing", local=False)
     examples = read_texts(data_file, limit=samples)
-    if Path(model).exists():
-        hf = read_model_type(model)
-        labels = {} if hf.get("id2label") and hf.get("architectures", [""])[0].endswith("ForSequenceClassification") else {"num_labels": num_labels}
-    else:
-        labels = {"num_labels": num_labels}
     torch.manual_seed(seed)
-    hf_model = AutoModelForSequenceClassification.from_pretrained(model, **labels).eval()
-    if hf_model.config.model_type not in ADAPTERS:
-        raise click.ClickException(f"architecture {hf_model.config.model_type!r} is not supported (supported: {', '.join(sorted(ADAPTERS))})")
-    tokenizer = AutoTokenizer.from_pretrained(model)
+    hf_model = load_classifier(model, "if_missing", num_labels=num_labels, local=False)
+    tokenizer = load_tokenizer(model, local=False)
     text_encoder = TextEncoder(tokenizer.backend_tokenizer, hf_model.config.max_position_embeddings)
     result = calibrate(
         hf_model,
@@ -128,7 +167,7 @@ def calibrate_command(model, data_file, output, keep, target_flops, rule, layers
         keep=keep,
         target_flops=target_flops,
         rule=rule,
-        layers=_layers(layers),
+        layers=layer_list,
         score_normalizer=normalizer,
         normalizer_length=normalizer_length,
         schedule=schedule,
@@ -156,11 +195,12 @@ def calibrate_command(model, data_file, output, keep, target_flops, rule, layers
 def export_command(model, opset, output, unpruned, int8, optimize, force):
     """Export a pruned checkpoint to an ONNX artifact whose TokenPrune nodes remove tokens."""
     from onnx_tokprune.export.exporter import MAX_OPSET, MIN_OPSET, ExportError, count_token_prune, export_artifact
-    from onnx_tokprune.modeling import load_pruned, read_model_type, wrap
+    from onnx_tokprune.modeling import check_checkpoint, check_tokenizer_files, load_pruned, wrap
 
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ExportError(f"opset {opset} is not supported: use {MIN_OPSET} or {MAX_OPSET}")
-    read_model_type(model)
+    check_checkpoint(model, "trained")
+    check_tokenizer_files(model, fast=True)
     output = output or f"{str(model).rstrip('/')}{'-unpruned' if unpruned else ''}{'-int8' if int8 else ''}-onnx"
     check_output_dir(Path(output), force)
     encoder = load_pruned(model, "drop", require_config=not unpruned)
@@ -195,17 +235,25 @@ def export_command(model, opset, output, unpruned, int8, optimize, force):
 @click.option("--batch-sizes", default="1,8", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--atol", type=float, default=1e-4, show_default=True, help="Tolerance on |Δlogit|.")
 @click.option("--report", type=click.Path(), help="Also write the report as JSON here.")
+@_kernel_option
 @user_errors
-def parity_command(model, artifact, data_file, samples, batch_sizes, atol, report):
+def parity_command(model, artifact, data_file, samples, batch_sizes, atol, report, kernel):
     """Check that the artifact computes what the PyTorch drop-mode model computes."""
     from onnx_tokprune.data.text import read_texts
-    from onnx_tokprune.modeling import load_pruned
+    from onnx_tokprune.modeling import check_checkpoint, load_pruned
     from onnx_tokprune.parity import check_parity
     from onnx_tokprune.runtime.session import open_artifact
 
-    sizes = [int(b) for b in batch_sizes.split(",")]
+    _at_least(samples, 0, "--samples", " (0 = all)")
+    sizes = _batch_sizes(batch_sizes)
+    if not atol >= 0:
+        raise click.BadParameter(f"must be a number >= 0, got {atol}", param_hint="--atol")
+    if report:
+        check_output_file(report)
+    kernel_library = _kernel_choice(kernel)
+    check_checkpoint(model, "trained", tokenizer=False)
     examples = read_texts(data_file, limit=samples or None)
-    session = open_artifact(artifact)
+    session = open_artifact(artifact, kernel_library=kernel_library)
     session.text_encoder.token_ids(examples)
     encoder = load_pruned(model, "drop")
     result = check_parity(encoder, session, examples, sizes, atol)
@@ -226,8 +274,9 @@ def parity_command(model, artifact, data_file, samples, batch_sizes, atol, repor
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Batch of the throughput measurement.")
 @click.option("--output", type=click.Path(), help="Directory for bench.json, bench.md, bench.png (default: <artifact>-bench).")
 @click.option("--force", is_flag=True, help="Replace --output if it exists.")
+@_kernel_option
 @user_errors
-def bench_command(artifact, data_files, checkpoint, samples, threads, repeats, batch_size, output, force):
+def bench_command(artifact, data_files, checkpoint, samples, threads, repeats, batch_size, output, force, kernel):
     """Pruned vs unpruned (onnxruntime-optimized fp32 and INT8) vs PyTorch eager: batch 1 and batch 8."""
     import shlex
 
@@ -237,24 +286,32 @@ def bench_command(artifact, data_files, checkpoint, samples, threads, repeats, b
     from onnx_tokprune.runtime.bench_suite import environment_line, markdown, plot, run_bench, to_json
 
     for name, value in (("samples", samples), ("threads", threads), ("repeats", repeats), ("batch-size", batch_size)):
-        if value < 1:
-            raise click.BadParameter(f"must be at least 1, got {value}", param_hint=f"--{name}")
+        _at_least(value, 1, f"--{name}")
+    kernel_library = _kernel_choice(kernel)
     output = Path(output or f"{str(artifact).rstrip('/')}-bench")
     check_output_dir(output, force)
     data = [(Path(f).parent.name or Path(f).stem, read_texts(f, limit=samples)) for f in data_files]
-    report = run_bench(artifact, data, checkpoint, threads, repeats, batch_size)
+    report = run_bench(artifact, data, checkpoint, threads, repeats, batch_size, kernel_library)
     args = ["tokprune-bench", "--artifact", str(artifact), *(a for f in data_files for a in ("--data", str(f)))]
     args += ["--model", str(checkpoint)] if checkpoint else []
     args += [f"--samples={samples}", f"--threads={threads}", f"--repeats={repeats}", f"--batch-size={batch_size}"]
+    args += [] if kernel is None else ["--kernel" if kernel else "--no-kernel"]
     report.command = shlex.join(args)
     click.echo(environment_line(report))
     table = markdown(report)
+    png = None
     with atomic_output_dir(output, force) as tmp:
         write_json_atomic(tmp / "bench.json", to_json(report))
         (tmp / "bench.md").write_text(table + "\n")
-        plot(report, tmp / "bench.png")
+        try:
+            plot(report, tmp / "bench.png")
+            png = "bench.png"
+        except ImportError:
+            pass
     click.echo(table)
-    click.echo(f"wrote {output}/bench.json, bench.md, bench.png")
+    click.echo(f"wrote {output}/bench.json, bench.md" + (f", {png}" if png else ""))
+    if png is None:
+        click.echo("note: bench.png not written: matplotlib is not installed (pip install matplotlib gives the PNG)", err=True)
 
 
 def _recipe_defaults(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -314,11 +371,13 @@ def train_group() -> None:
 def finetune_command(model, task, output, data_dir, max_train_samples, max_length, batch_size, seed, force, epochs, lr):
     """Baseline fine-tuning (HF Trainer): the teacher and starting point for LTP and ToP."""
     from onnx_tokprune.data.glue import get_task
+    from onnx_tokprune.modeling import check_checkpoint
     from onnx_tokprune.training.common import TrainSettings
     from onnx_tokprune.training.finetune import finetune
 
     get_task(task)
     check_output_dir(Path(output), force)
+    check_checkpoint(model, "new", local=False)
     settings = TrainSettings(epochs=epochs, learning_rate=lr, batch_size=batch_size, seed=seed)
     metrics = finetune(model, task, output, settings, data_dir, max_train_samples, max_length, force)
     click.echo(f"wrote {output}; dev: " + ", ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items()))
@@ -340,12 +399,12 @@ def finetune_command(model, task, output, data_dir, max_train_samples, max_lengt
 def ltp_command(model, task, output, data_dir, max_train_samples, max_length, batch_size, seed, force, lam, temperature, threshold_lr, final_threshold, init_flops, soft_epochs, soft_lr, hard_epochs, hard_lr):
     """Learned Token Pruning: soft thresholds, then a hard stage; writes a checkpoint with tokprune.json."""
     from onnx_tokprune.data.glue import get_task
-    from onnx_tokprune.modeling import read_model_type
+    from onnx_tokprune.modeling import check_checkpoint
     from onnx_tokprune.training.common import TrainSettings
     from onnx_tokprune.training.ltp import LTPSettings, train_ltp
 
     get_task(task)
-    read_model_type(model)
+    check_checkpoint(model, "trained")
     check_output_dir(Path(output), force)
     settings = LTPSettings(
         lam=lam, temperature=temperature, threshold_lr=threshold_lr, final_threshold=final_threshold, init_flops=init_flops,
@@ -379,15 +438,16 @@ def ltp_command(model, task, output, data_dir, max_train_samples, max_length, ba
 def top_command(model, task, output, data_dir, max_train_samples, max_length, batch_size, seed, force, target_flops, bins, layers, rank_layers, top_k, rank_weight, ce_weight, reg_lr, warmup_epochs, epochs, lr, match_samples, hard_epochs, hard_lr):
     """ToP: ranking distillation + L0 gates over rank bins and layers under a FLOPs constraint."""
     from onnx_tokprune.data.glue import get_task
-    from onnx_tokprune.modeling import read_model_type
+    from onnx_tokprune.modeling import check_checkpoint
     from onnx_tokprune.training.common import TrainSettings
     from onnx_tokprune.training.top import ToPSettings, train_top
 
     get_task(task)
-    hf = read_model_type(model)
+    layer_list, rank_list = _layers(layers), _layers(rank_layers, "--rank-layers")
+    hf = check_checkpoint(model, "trained")
     check_output_dir(Path(output), force)
     settings = ToPSettings(
-        target_flops=target_flops, bins=bins, layers=_layers(layers), rank_layers=_layers(rank_layers), top_k=top_k,
+        target_flops=target_flops, bins=bins, layers=layer_list, rank_layers=rank_list, top_k=top_k,
         rank_weight=rank_weight, ce_weight=ce_weight, reg_lr=reg_lr, warmup_epochs=warmup_epochs, match_samples=match_samples,
         train=TrainSettings(epochs=epochs, learning_rate=lr, batch_size=batch_size, seed=seed),
         hard=TrainSettings(epochs=hard_epochs, learning_rate=hard_lr, batch_size=batch_size, seed=seed) if hard_epochs > 0 else None,
@@ -409,10 +469,11 @@ def top_command(model, task, output, data_dir, max_train_samples, max_length, ba
 def match_flops_command(model, data_file, output, target_flops, samples, force):
     """Re-match a ToP checkpoint's binarised gates to a FLOPs target on your inputs (one bin at a time)."""
     from onnx_tokprune.data.text import read_texts
-    from onnx_tokprune.modeling import read_model_type
+    from onnx_tokprune.modeling import check_checkpoint
     from onnx_tokprune.training.top import rematch_checkpoint
 
-    read_model_type(model)
+    _at_least(samples, 1, "--samples")
+    check_checkpoint(model, "trained")
     check_output_dir(Path(output), force)
     config, matched = rematch_checkpoint(model, read_texts(data_file, limit=samples), output, target_flops, force)
     kept = ", ".join(f"L{r.layer}: {sum(r.bin_mask)}/{len(r.bin_mask)}" for r in config.layers)
@@ -446,8 +507,9 @@ def import_top_command(source, output, tokenizer, force, locations):
     """ToP: pytorch_model.bin + zs.pt -> rank_bins config with ToP's bin expression."""
     from onnx_tokprune.importers import import_top
 
+    location_list = _layers(locations, "--locations")
     check_output_dir(Path(output), force)
-    config = import_top(source, output, tokenizer, _layers(locations), force)
+    config = import_top(source, output, tokenizer, location_list, force)
     kept = ", ".join(f"L{r.layer}: {sum(r.bin_mask)}/{len(r.bin_mask)}" for r in config.layers)
     click.echo(f"wrote {output}; open bins {kept}")
 
@@ -487,15 +549,28 @@ def build_kernel_command(force):
 @click.option("--pair", "text_pair", help="Second text, for pair tasks.")
 @click.option("--png", required=True, type=click.Path(), help="PNG to write: one row per pruning layer, one column per token.")
 @click.option("--force", is_flag=True, help="Replace --png if it exists.")
+@_kernel_option
 @user_errors
-def show_command(artifact, text, text_pair, png, force):
+def show_command(artifact, text, text_pair, png, force, kernel):
     """For one sentence: which tokens survive each pruning layer, as text lines and a PNG."""
     from onnx_tokprune.runtime.session import open_artifact
-    from onnx_tokprune.runtime.survival import plot_survival, token_survival
+    from onnx_tokprune.runtime.survival import check_plotting, plot_survival, token_survival
+    from onnx_tokprune.runtime.text_encoder import check_text
 
+    for option, value in (("--text", text), ("--pair", text_pair)):
+        if value is not None:
+            try:
+                check_text(value, option)
+            except InvalidTextError as e:
+                raise click.BadParameter(str(e).removeprefix(f"{option} "), param_hint=option) from None
+    check_output_file(png)
     if Path(png).exists() and not force:
         raise click.ClickException(f"{png} already exists: pass --force to replace it, or choose another --png")
-    survival = token_survival(open_artifact(artifact), text, text_pair)
+    try:
+        check_plotting()
+    except ImportError as e:
+        raise click.ClickException(str(e).splitlines()[0]) from None
+    survival = token_survival(open_artifact(artifact, kernel_library=_kernel_choice(kernel)), text, text_pair)
     for line in survival.lines():
         click.echo(line)
     prediction = f"predicted {survival.label} ({survival.score:.2f})" if survival.label is not None else ""
@@ -507,29 +582,42 @@ def show_command(artifact, text, text_pair, png, force):
     click.echo(f"wrote {png}" + (f"; {prediction}" if prediction else ""))
 
 
+EVAL_MODES = ("drop", "mask")
+
+
 @main.command("eval")
 @click.option("--model", required=True, type=click.Path(), help="Checkpoint directory, or an artifact directory (model.onnx).")
 @click.option("--artifact", type=click.Path(), help="Also evaluate this artifact beside the checkpoint.")
 @click.option("--task", required=True, help="GLUE task.")
-@click.option("--modes", default="drop,mask", show_default=True, help="PyTorch modes for a checkpoint.")
+@click.option("--modes", default="drop,mask", show_default=True, help="PyTorch modes for a checkpoint: drop and/or mask, comma-separated.")
 @click.option("--json", "json_out", type=click.Path(), help="Also write the results as JSON here.")
 @_data_dir_option
+@_kernel_option
 @user_errors
-def eval_command(model, artifact, task, modes, json_out, data_dir):
+def eval_command(model, artifact, task, modes, json_out, data_dir, kernel):
     """Full-dev metric, kept tokens per layer, analytic and counted FLOPs, relative FLOPs."""
     from onnx_tokprune.data.glue import get_task
     from onnx_tokprune.evaluate import eval_table, evaluate_artifact, evaluate_checkpoint
-    from onnx_tokprune.modeling import read_model_type
+    from onnx_tokprune.modeling import check_checkpoint
+    from onnx_tokprune.runtime.session import open_artifact
 
     get_task(task)
-    results = []
-    if (Path(model) / "model.onnx").is_file():
-        results.append(evaluate_artifact(model, task, data_dir))
+    mode_list = [m.strip() for m in modes.split(",") if m.strip()]
+    unknown = [m for m in mode_list if m not in EVAL_MODES]
+    if unknown or not mode_list:
+        raise click.BadParameter(f"{modes!r}: give modes from {', '.join(EVAL_MODES)}, separated by commas", param_hint="--modes")
+    if json_out:
+        check_output_file(json_out)
+    kernel_library = _kernel_choice(kernel)
+    model_session = open_artifact(model, kernel_library=kernel_library) if (Path(model) / "model.onnx").is_file() else None
+    artifact_session = open_artifact(artifact, kernel_library=kernel_library) if artifact else None
+    if model_session is None:
+        check_checkpoint(model, "trained")
+        results = evaluate_checkpoint(model, task, data_dir, tuple(mode_list))
     else:
-        read_model_type(model)
-        results += evaluate_checkpoint(model, task, data_dir, tuple(m for m in modes.split(",") if m))
-    if artifact:
-        results.append(evaluate_artifact(artifact, task, data_dir))
+        results = [evaluate_artifact(model_session, task, data_dir)]
+    if artifact_session is not None:
+        results.append(evaluate_artifact(artifact_session, task, data_dir))
     click.echo(eval_table(results))
     reference = next((r for r in results if r.source == "pytorch-drop"), None)
     onnx_result = next((r for r in results if r.source == "onnxruntime"), None)

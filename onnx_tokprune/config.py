@@ -25,10 +25,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from onnx_tokprune.io import write_json_atomic
 
 CONFIG_NAME = "tokprune.json"
 FORMAT_VERSION = 1
@@ -85,8 +86,16 @@ class PruneConfig:
     bin_rounding: str = "exact"
 
     def __post_init__(self) -> None:
+        if type(self.version) is not int:
+            raise ConfigError(f"version must be the integer {FORMAT_VERSION}, got {self.version!r}")
         if self.version != FORMAT_VERSION:
             raise ConfigError(f"version {self.version!r} is not supported (expected {FORMAT_VERSION})")
+        for name in ("method", "rule", "score_normalizer", "bin_rounding"):
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise ConfigError(f"{name} must be a string, got {type(value).__name__} {value!r}")
+        if not isinstance(self.provenance, dict):
+            raise ConfigError(f"provenance must be a JSON object, got {type(self.provenance).__name__} {self.provenance!r}")
         if self.method not in METHODS:
             raise ConfigError(f"method {self.method!r} is unknown; use one of {', '.join(METHODS)}")
         if self.rule not in RULES:
@@ -122,6 +131,11 @@ class PruneConfig:
             raise ConfigError(f"{where}: rule {self.rule!r} needs exactly the field {wanted!r}, got {sorted(given)}")
         if r.threshold is not None and not (math.isfinite(r.threshold) and r.threshold >= 0):
             raise ConfigError(f"{where}: threshold must be a finite number >= 0, got {r.threshold!r}")
+        if r.threshold is not None and self.score_normalizer == "length" and r.threshold > 1:
+            raise ConfigError(
+                f"{where}: threshold {r.threshold!r} can never be reached: with the length normaliser a score is a "
+                "mean attention probability, at most 1, so every token would be removed; use a threshold <= 1"
+            )
         if r.keep_ratio is not None and not (0 < r.keep_ratio <= 1):
             raise ConfigError(f"{where}: keep_ratio must be in (0, 1], got {r.keep_ratio!r}")
         if r.bin_mask is not None and (not r.bin_mask or any(type(b) is not int or b not in (0, 1) for b in r.bin_mask)):
@@ -134,13 +148,25 @@ class PruneConfig:
     def rule_for(self, layer: int) -> LayerRule | None:
         return next((r for r in self.layers if r.layer == layer), None)
 
-    def check_model(self, num_hidden_layers: int) -> None:
-        """Raise ConfigError when a pruning layer does not exist in a model of that depth."""
+    def check_model(self, num_hidden_layers: int, max_positions: int | None = None) -> None:
+        """Raise ConfigError when a pruning layer does not exist in a model of that depth, or (given the
+        model's max_position_embeddings) a fixed-normaliser threshold no score can reach."""
         bad = [layer for layer in self.pruning_layers if layer >= num_hidden_layers]
         if bad:
             raise ConfigError(
                 f"pruning layer(s) {bad} out of range: the model has {num_hidden_layers} layers (0..{num_hidden_layers - 1})"
             )
+        if max_positions is None or self.score_normalizer != "fixed":
+            return
+        # s = (attention a token receives, summed over the n tokens of its row) / (heads * N) <= n / N
+        bound = max_positions / self.normalizer_length
+        for r in self.layers:
+            if r.threshold is not None and r.threshold > bound:
+                raise ConfigError(
+                    f"layers[layer={r.layer}]: threshold {r.threshold!r} can never be reached: with the fixed normaliser "
+                    f"(N={self.normalizer_length}) a score is at most tokens/N <= {max_positions}/{self.normalizer_length} = "
+                    f"{bound:g} for this model, so every token would be removed; use a threshold <= {bound:g}"
+                )
 
     def normalizer_constant(self) -> float | None:
         """N for the fixed normaliser, None for the per-row length normaliser."""
@@ -194,24 +220,26 @@ class PruneConfig:
                 )
             )
         kwargs = {k: data[k] for k in ("version", "method", "score_normalizer", "normalizer_length", "bin_rounding") if k in data}
-        return cls(rule=data["rule"], layers=tuple(layers), provenance=dict(data.get("provenance", {})), **kwargs)
+        provenance = data.get("provenance", {})
+        return cls(rule=data["rule"], layers=tuple(layers), provenance=dict(provenance) if isinstance(provenance, dict) else provenance, **kwargs)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, num_hidden_layers: int | None = None) -> PruneConfig:
-        """Read `tokprune.json` (a file, or a directory holding one) and validate it."""
+    def load(cls, path: str | os.PathLike, num_hidden_layers: int | None = None, max_positions: int | None = None) -> PruneConfig:
+        """Read `tokprune.json` (a file, or a directory holding one) and validate it (against the model's
+        depth and max_position_embeddings when given: `check_model`)."""
         path = Path(path)
         if path.is_dir():
             path = path / CONFIG_NAME
         if not path.is_file():
             raise ConfigError(f"{path} not found: a pruned checkpoint needs a {CONFIG_NAME} (run tokprune-calibrate)")
         try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ConfigError(f"{path} is not valid JSON: {e}") from None
         try:
             cfg = cls.from_json(data)
             if num_hidden_layers is not None:
-                cfg.check_model(num_hidden_layers)
+                cfg.check_model(num_hidden_layers, max_positions)
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
         return cfg
@@ -227,13 +255,3 @@ def _number(value: Any, where: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{where} must be a number, got {value!r}")
     return float(value)
-
-
-def write_json_atomic(path: Path, data: Any) -> Path:
-    """Write JSON to a temp file beside `path`, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path

@@ -13,7 +13,6 @@ import json
 import os
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,6 +21,7 @@ from tqdm.auto import tqdm
 from onnx_tokprune.data.metrics import compute_metrics, main_metric
 from onnx_tokprune.data.text import TextExample
 from onnx_tokprune.flops import EncoderShape
+from onnx_tokprune.runtime.session import KernelChoice, PrunedSession
 from onnx_tokprune.runtime.text_encoder import TextEncoder
 
 
@@ -81,9 +81,10 @@ def evaluate_checkpoint(
 
     from onnx_tokprune.modeling import load_pruned, wrap
 
-    examples, labels = dev_examples(task, data_dir)
     encoder = load_pruned(model_dir, "drop", require_config=False)
-    rows = TextEncoder.from_dir(model_dir).token_ids(examples)
+    text_encoder = TextEncoder.from_dir(model_dir)
+    examples, labels = dev_examples(task, data_dir)
+    rows = text_encoder.token_ids(examples)
     shape = EncoderShape.from_hf(encoder.model.config)
     results = []
     for mode in modes if encoder.config is not None else ("drop",):
@@ -103,14 +104,16 @@ def evaluate_checkpoint(
     return results
 
 
-def evaluate_artifact(artifact: str | os.PathLike, task: str, data_dir: str | None = None, progress: bool = True) -> EvalResult:
-    """Evaluate an ONNX artifact in onnxruntime (batch 1, kept tokens from its kept_index outputs)."""
-    from onnx_tokprune.runtime.session import PrunedSession
-
+def evaluate_artifact(
+    artifact: str | os.PathLike | PrunedSession, task: str, data_dir: str | None = None, progress: bool = True,
+    kernel_library: KernelChoice = None,
+) -> EvalResult:
+    """Evaluate an ONNX artifact (a directory, or a session already open) in onnxruntime (batch 1, kept
+    tokens from its kept_index outputs); `kernel_library` as in PrunedSession, for a directory."""
     examples, labels = dev_examples(task, data_dir)
-    session = PrunedSession(artifact)
+    session = artifact if isinstance(artifact, PrunedSession) else PrunedSession(artifact, kernel_library=kernel_library)
     rows = session.text_encoder.token_ids(examples)
-    shape = EncoderShape.from_hf(json.loads((Path(artifact) / "config.json").read_text()))
+    shape = EncoderShape.from_hf(json.loads((session.path / "config.json").read_text()))
     logits, kept, lengths = [], [], []
     for row in tqdm(rows, desc=f"eval {task} onnxruntime", disable=not progress):
         out = session.run(session.text_encoder.pad([row]))

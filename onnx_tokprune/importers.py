@@ -46,16 +46,32 @@ def _read_config(source: Path) -> dict:
     path = source / "config.json"
     if not path.is_file():
         raise ConversionError(f"{source} has no config.json")
-    return json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConversionError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ConversionError(f"{path} must hold a JSON object (a model config), not a {type(data).__name__}")
+    return data
 
 
 def _read_state_dict(source: Path) -> dict[str, torch.Tensor]:
-    if (source / "pytorch_model.bin").is_file():
-        return torch.load(source / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    if (source / "model.safetensors").is_file():
-        from safetensors.torch import load_file
+    import pickle
 
-        return load_file(str(source / "model.safetensors"))
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    for name in ("pytorch_model.bin", "model.safetensors"):
+        path = source / name
+        if not path.is_file():
+            continue
+        try:
+            if name.endswith(".bin"):
+                return torch.load(path, map_location="cpu", weights_only=True)
+            return load_file(str(path))
+        except (SafetensorError, OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+            first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+            raise ConversionError(f"{path} is truncated or corrupt ({first}): download the released checkpoint again") from None
     raise ConversionError(f"{source} has no pytorch_model.bin or model.safetensors")
 
 
@@ -74,13 +90,17 @@ def _load_into(model: torch.nn.Module, weights: dict[str, torch.Tensor], source:
 
 
 def _tokenizer(source: Path, tokenizer: str | None):
-    from transformers import AutoTokenizer
+    """The released checkpoint's own tokenizer, or `tokenizer` (a directory or hub name)."""
+    from onnx_tokprune.modeling import TOKENIZER_FILES_TEXT, CheckpointError, check_tokenizer_files, load_tokenizer
 
-    name = tokenizer or str(source)
-    try:
-        return AutoTokenizer.from_pretrained(name)
-    except (OSError, ValueError) as e:
-        raise ConversionError(f"cannot load a tokenizer from {name}: pass --tokenizer with a directory or hub name ({e})") from None
+    if tokenizer is None:
+        try:
+            check_tokenizer_files(source)
+        except CheckpointError:
+            raise ConversionError(
+                f"{source} has no tokenizer files ({TOKENIZER_FILES_TEXT}): pass --tokenizer with the tokenizer's directory or hub name"
+            ) from None
+    return load_tokenizer(tokenizer or source, local=tokenizer is None)
 
 
 def _save(model, tok, output: str | os.PathLike, config: PruneConfig, force: bool) -> Path:

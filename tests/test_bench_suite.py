@@ -117,7 +117,7 @@ def test_bench_refuses_unpruned_and_int8_artifacts(tiny_checkpoint, pruned_artif
     result = CliRunner().invoke(bench_command, ["--artifact", str(tmp_path / "u"), "--data", str(data)])
     assert_one_line_error(result, "does not prune")
     result = CliRunner().invoke(bench_command, ["--artifact", str(tmp_path / "missing"), "--data", str(data)])
-    assert_one_line_error(result, "not an artifact")
+    assert_one_line_error(result, "missing not found", "tokprune-export")
     result = CliRunner().invoke(bench_command, ["--artifact", str(pruned_artifact), "--data", str(data), "--model", str(tmp_path / "x"), "--output", str(tmp_path / "b")])
     assert_one_line_error(result, "not found", "--model")
 

@@ -61,7 +61,7 @@ def test_group_lists_commands():
 
 
 def test_export_missing_dir(tmp_path):
-    assert_one_line_error(run(export_command, ["--model", tmp_path / "nope"]), "is not a directory")
+    assert_one_line_error(run(export_command, ["--model", tmp_path / "nope"]), "nope not found")
 
 
 def test_export_dir_without_config_json(tmp_path):
@@ -87,6 +87,7 @@ def test_export_refuses_existing_output_without_force(calibrated, tmp_path):
     out = tmp_path / "art"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
+    (out / "tokprune.json").write_text("{}")  # an earlier tokprune output: --force may replace it
     assert_one_line_error(run(export_command, ["--model", calibrated, "--output", out]), "--force")
     assert (out / "keep.txt").read_text() == "mine"
     result = run(export_command, ["--model", calibrated, "--output", out, "--force"])

@@ -190,6 +190,7 @@ def test_export_artifact_refuses_existing_then_force(tiny_bert, tmp_path, checkp
     output = tmp_path / "out"
     output.mkdir()
     (output / "marker.txt").write_text("keep me")
+    (output / "model.onnx").write_text("an earlier export")  # --force replaces only what tokprune writes
     # the refusal is io.OutputExistsError (a FileExistsError), not ExportError, since the atomic-output refactor
     with pytest.raises(OutputExistsError, match="--force"):
         export_artifact(encoder, checkpoint_dir, output)

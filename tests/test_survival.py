@@ -157,7 +157,7 @@ def test_cli_refuses_existing_png_without_force(artifact, tmp_path):
 
 def test_cli_missing_artifact(tmp_path):
     result = run(show_command, ["--artifact", tmp_path / "nope", "--text", TEXT, "--png", tmp_path / "x.png"])
-    assert_exit_1_one_line_error(result, "has no model.onnx")
+    assert_exit_1_one_line_error(result, "nope not found")
     assert not (tmp_path / "x.png").exists()
 
 

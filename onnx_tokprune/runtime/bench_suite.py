@@ -40,8 +40,7 @@ from onnx_tokprune.config import CONFIG_NAME
 from onnx_tokprune.data.text import TextExample
 from onnx_tokprune.flops import EncoderShape
 from onnx_tokprune.runtime.bench import Feeds, Runner, _kept_counts, cpu_model, cut, timed_chunks
-from onnx_tokprune.runtime.kernel import find_kernel
-from onnx_tokprune.runtime.session import ArtifactError, KernelChoice, session_options
+from onnx_tokprune.runtime.session import ArtifactError, KernelChoice, PrunedSession, session_options
 
 VARIANTS = ("unpruned fp32", "unpruned int8", "pruned fp32", "pruned int8", "pytorch eager")
 ORACLE_OF = {"pruned fp32": "unpruned fp32", "pruned int8": "unpruned int8"}
@@ -140,32 +139,35 @@ def describe_pruned(export: dict) -> str:
     return f"pruning layers {export.get('pruning_layers')}; " + (passes or "no graph passes (export without --optimize)")
 
 
-def build_variants(
-    artifact: str | os.PathLike, checkpoint: str | os.PathLike | None, threads: int, kernel_library: KernelChoice = None
-) -> tuple[dict[str, Runner], str, str]:
-    """The five variants of the module docstring; returns (runners, checkpoint, "kernel"|"function")."""
-    from transformers import AutoModelForSequenceClassification
-
-    from onnx_tokprune.export.baseline import export_unpruned_optimized, quantize_unpruned_optimized
-    from onnx_tokprune.export.quantize import to_int8
-
-    artifact = Path(artifact)
-    if not (artifact / "model.onnx").is_file() or not (artifact / CONFIG_NAME).is_file():
-        raise ArtifactError(f"{artifact} is not an artifact: pass a directory written by tokprune-export")
-    manifest = json.loads((artifact / CONFIG_NAME).read_text())
-    export = manifest.get("export", {})
+def _pruned_artifact(artifact: Path, threads: int, kernel_library: KernelChoice) -> tuple[dict, str | None]:
+    """(the manifest's export section, the kernel library or None) of a pruned fp32 artifact that
+    onnxruntime can open; ArtifactError otherwise."""
+    session = PrunedSession(artifact, threads, kernel_library, spinning=False)
+    export = session.manifest.get("export")
+    if not isinstance(export, dict):
+        raise ArtifactError(f"{artifact / CONFIG_NAME} has no export section: re-export the artifact (tokprune-export)")
     if export.get("int8"):
         raise ArtifactError(f"{artifact} is an INT8 artifact: pass the fp32 one (the bench builds the INT8 variants itself)")
     if not export.get("pruning_layers"):
         raise ArtifactError(f"{artifact} does not prune: pass a pruned artifact (the bench builds the unpruned baselines)")
+    return export, str(session.kernel_library) if session.kernel_library else None
+
+
+def build_variants(
+    artifact: str | os.PathLike, checkpoint: str | os.PathLike | None, threads: int, kernel_library: KernelChoice = None
+) -> tuple[dict[str, Runner], str, str]:
+    """The five variants of the module docstring; returns (runners, checkpoint, "kernel"|"function")."""
+    from onnx_tokprune.export.baseline import export_unpruned_optimized, quantize_unpruned_optimized
+    from onnx_tokprune.export.quantize import to_int8
+    from onnx_tokprune.modeling import load_classifier
+
+    artifact = Path(artifact)
+    export, kernel = _pruned_artifact(artifact, threads, kernel_library)
     checkpoint = checkpoint or export.get("source")
     if not checkpoint or not (Path(checkpoint) / "config.json").is_file():
         raise ArtifactError(f"checkpoint {checkpoint!r} of {artifact} not found: pass it with --model")
-    if kernel_library is None:
-        kernel_library = find_kernel()
-    kernel = str(kernel_library) if kernel_library else None
 
-    hf_model = AutoModelForSequenceClassification.from_pretrained(str(checkpoint)).eval()
+    hf_model = load_classifier(checkpoint)
     eager = _torch_runner(hf_model, threads)
     fused, _ = export_unpruned_optimized(hf_model)
     pruned = onnx.load(str(artifact / "model.onnx"))

@@ -16,17 +16,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from tokenizers import Tokenizer
 
 from onnx_tokprune.data.text import TextExample
 from onnx_tokprune.runtime.kernel import KERNEL_ENV, find_kernel
 from onnx_tokprune.runtime.text_encoder import TextEncoder
 
 MODEL_FILE = "model.onnx"
+MANIFEST_FILE = "tokprune.json"
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 KernelChoice = str | os.PathLike | bool | None
 
 
@@ -64,25 +68,44 @@ class PrunedSession:
         spinning: bool = True,
     ):
         """`kernel_library`: None finds the compiled kernel (`find_kernel`), False uses the portable
-        function, a path registers that library."""
+        function, a path registers that library. Raises ArtifactError (one line) for a directory that
+        is not a complete tokprune artifact or a model.onnx onnxruntime cannot load."""
         self.path = Path(artifact)
+        self.manifest, config = read_artifact(self.path)
         model_file = self.path / MODEL_FILE
-        if not model_file.is_file():
-            raise ArtifactError(f"{self.path} has no {MODEL_FILE}: pass a directory written by tokprune-export")
         if kernel_library is None:
             kernel_library = find_kernel()
         kernel_library = kernel_library or None
         if kernel_library is not None and not Path(kernel_library).is_file():
             raise ArtifactError(f"TokenPrune kernel library {kernel_library} not found: build it with `tokprune build-kernel` or unset ${KERNEL_ENV}")
         self.kernel_library = kernel_library
-        self.session = ort.InferenceSession(
-            str(model_file), session_options(threads, kernel_library, spinning), providers=["CPUExecutionProvider"]
-        )
+        try:
+            options = session_options(threads, kernel_library, spinning)
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise ArtifactError(
+                f"TokenPrune kernel library {kernel_library} cannot be registered ({_short(e)}): rebuild it with `tokprune build-kernel`"
+            ) from None
+        try:
+            self.session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise ArtifactError(f"{model_file} cannot be loaded: {_short(e)}; re-export it (tokprune-export)") from None
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self.text_encoder = TextEncoder.from_dir(self.path)
-        config = json.loads((self.path / "config.json").read_text())
-        self.id2label = {int(k): v for k, v in config.get("id2label", {}).items()}
+        if "input_ids" not in self.input_names or not set(self.input_names) <= set(INPUT_NAMES) or "logits" not in self.output_names:
+            raise ArtifactError(
+                f"{model_file} is not a tokprune graph: it takes {self.input_names} and gives {self.output_names}, "
+                f"not {'/'.join(INPUT_NAMES)} -> logits: pass a directory written by tokprune-export"
+            )
+        try:
+            tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
+        except Exception as e:  # the tokenizers library raises a bare Exception
+            raise ArtifactError(f"{self.path / 'tokenizer.json'} cannot be loaded ({_short(e)}): copy the checkpoint's tokenizer.json there") from None
+        self.text_encoder = TextEncoder(tokenizer, _max_positions(config))
+        labels = config.get("id2label", {})
+        try:
+            self.id2label = {int(k): str(v) for k, v in labels.items()}
+        except (AttributeError, TypeError, ValueError):
+            raise ArtifactError(f"{self.path / 'config.json'}: id2label must map class indices to names, got {labels!r}") from None
 
     def run(self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Run the graph on encoded inputs; returns {output name: array}."""
@@ -124,6 +147,49 @@ def original_positions(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         previous = np.where(index >= 0, taken, -1)
         result[name] = previous
     return result
+
+
+def _short(error: BaseException, limit: int = 200) -> str:
+    """The first line of an error, without onnxruntime's '[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : ' prefix."""
+    text = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
+    text = re.sub(r"^Load model from \S+ failed:", "", text).strip().rstrip(".")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _read_object(path: Path, what: str) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{path} cannot be read ({_short(e)}): re-export the artifact (tokprune-export)") from None
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path} must hold a JSON object ({what}): re-export the artifact (tokprune-export)")
+    return data
+
+
+def _max_positions(config: dict) -> int:
+    value = config.get("max_position_embeddings", 512)
+    return value if type(value) is int and value > 0 else 512
+
+
+def read_artifact(artifact: str | os.PathLike) -> tuple[dict, dict]:
+    """(manifest, config.json) of an artifact directory after checking its files are there: model.onnx,
+    tokprune.json, config.json, tokenizer.json. ArtifactError (one line) otherwise. Loads no model."""
+    path = Path(artifact)
+    if not path.is_dir():
+        state = "is not a directory" if path.exists() else "not found"
+        raise ArtifactError(f"{path} {state}: pass an artifact directory written by tokprune-export")
+    if not (path / MODEL_FILE).is_file():
+        raise ArtifactError(f"{path} has no {MODEL_FILE}: pass a directory written by tokprune-export")
+    if not (path / MANIFEST_FILE).is_file():
+        raise ArtifactError(f"{path} has no {MANIFEST_FILE} (the manifest tokprune-export writes): pass a directory written by tokprune-export")
+    manifest = _read_object(path / MANIFEST_FILE, "the export manifest")
+    if not (path / "config.json").is_file():
+        raise ArtifactError(f"{path} has no config.json: re-export it (tokprune-export)")
+    config = _read_object(path / "config.json", "the model config")
+    if not (path / "tokenizer.json").is_file():
+        raise ArtifactError(f"{path} has no tokenizer.json: copy the checkpoint's tokenizer.json there, or re-export it")
+    return manifest, config
 
 
 def open_artifact(artifact: str | os.PathLike, threads: int | None = None, kernel_library: KernelChoice = None) -> PrunedSession:

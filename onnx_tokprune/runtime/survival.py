@@ -103,6 +103,11 @@ def _figure_class():
     return Figure
 
 
+def check_plotting() -> None:
+    """ImportError, whose message says how to install it, when matplotlib is missing."""
+    _figure_class()
+
+
 def plot_survival(survival: Survival, path: str | os.PathLike, title: str | None = None) -> Path:
     """Write a PNG grid: a row 'input' with every token, then one row per pruning layer; one column
     per token. Kept cells are coloured, removed ones light (pale red in the layer that removed them).

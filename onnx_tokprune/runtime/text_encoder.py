@@ -17,6 +17,22 @@ class TextTooLongError(ValueError):
     """An input has more tokens than the model's position embeddings allow."""
 
 
+class InvalidTextError(ValueError):
+    """An input is not text the tokenizer can take (e.g. a lone surrogate from undecodable bytes)."""
+
+
+def check_text(text: str, what: str) -> None:
+    """InvalidTextError unless `text` is a str encodable as UTF-8 (a lone surrogate is not)."""
+    if not isinstance(text, str):
+        raise InvalidTextError(f"{what} must be a string, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidTextError(
+            f"{what} is not valid Unicode text (character {text[e.start]!r} at position {e.start}, e.g. undecodable bytes): pass UTF-8 text"
+        ) from None
+
+
 class TextEncoder:
     """Encodes texts (or pairs) without truncation; batches are padded to their longest row."""
 
@@ -36,8 +52,17 @@ class TextEncoder:
         return cls(Tokenizer.from_file(str(tok_file)), int(config.get("max_position_embeddings", 512)))
 
     def token_ids(self, examples: Sequence[TextExample]) -> list[tuple[list[int], list[int]]]:
-        """(input_ids, token_type_ids) per example; TextTooLongError names the first overlong one."""
-        encs = self.tokenizer.encode_batch([(e.text, e.text_pair) if e.text_pair is not None else e.text for e in examples])
+        """(input_ids, token_type_ids) per example; TextTooLongError names the first overlong one,
+        InvalidTextError the first one that is not text."""
+        inputs = [(e.text, e.text_pair) if e.text_pair is not None else e.text for e in examples]
+        try:
+            encs = self.tokenizer.encode_batch(inputs)
+        except TypeError:
+            for i, e in enumerate(examples):
+                check_text(e.text, f"example {i}")
+                if e.text_pair is not None:
+                    check_text(e.text_pair, f"example {i} (second text)")
+            raise
         out = []
         for i, enc in enumerate(encs):
             if len(enc.ids) > self.max_length:

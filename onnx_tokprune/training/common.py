@@ -78,10 +78,10 @@ def load_task_data(task: str, tokenizer, data_dir: str | None, max_train_samples
 
 def load_finetuned(model_dir: str, task: str, data_dir: str | None, max_train_samples: int | None, max_length: int, seed: int):
     """(tokenizer, model, spec, tokenized train, dev) of a checkpoint fine-tuned for `task`; seeds torch."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from onnx_tokprune.modeling import load_classifier, load_tokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    tokenizer = load_tokenizer(model_dir)
+    model = load_classifier(model_dir)
     spec, train, dev = load_task_data(task, tokenizer, data_dir, max_train_samples, max_length, seed)
     check_num_labels(model, spec)
     torch.manual_seed(seed)

@@ -20,17 +20,18 @@ def finetune(
     max_length: int = 128,
     force: bool = False,
 ) -> dict[str, float]:
-    """Fine-tune `model_name` on `task`, save it to `output`, return the full-dev metrics."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    """Fine-tune `model_name` (a checkpoint directory or hub name: a bare encoder, a pretraining or a
+    classification checkpoint) on `task`, save it to `output`, return the full-dev metrics."""
+    from onnx_tokprune.data.glue import get_task
+    from onnx_tokprune.modeling import check_checkpoint, load_classifier, load_tokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_name)
-    spec, train, dev = load_task_data(task, tokenizer, data_dir, max_train_samples, max_length, settings.seed)
+    spec = get_task(task)
+    check_checkpoint(model_name, "new", local=False)
+    tokenizer = load_tokenizer(model_name, local=False)
     torch.manual_seed(settings.seed)
-    labels = {"num_labels": spec.num_labels}
-    if spec.label_names and spec.num_labels > 1:
-        labels["id2label"] = dict(enumerate(spec.label_names))
-        labels["label2id"] = {name: i for i, name in enumerate(spec.label_names)}
-    model = AutoModelForSequenceClassification.from_pretrained(model_name, **labels)
+    id2label = dict(enumerate(spec.label_names)) if spec.label_names and spec.num_labels > 1 else None
+    model = load_classifier(model_name, "new", num_labels=spec.num_labels, id2label=id2label, local=False)
+    spec, train, dev = load_task_data(task, tokenizer, data_dir, max_train_samples, max_length, settings.seed)
     trainer = run_trainer(ClassifierObjective(model, spec.num_labels), train, tokenizer, settings)
     metrics = compute_metrics(spec.name, predict(model, dev, tokenizer), dev["labels"])
     if trainer.is_world_process_zero():

@@ -237,7 +237,7 @@ def rematch_checkpoint(
     """Re-binarise a ToP checkpoint's gates (log-alphas from its provenance) and match them to
     `target` (default: the training target) on `examples` (TextExample inputs of the deployment
     distribution; labels are not read). Writes a new checkpoint dir at `output`."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from onnx_tokprune.modeling import load_classifier, load_tokenizer
 
     config = PruneConfig.load(model_dir)
     p = config.provenance
@@ -246,8 +246,8 @@ def rematch_checkpoint(
     target = float(p["target_flops"] if target is None else target)
     if not 0 < target < 1:
         raise TrainingError(f"target FLOPs must be in (0, 1), got {target}")
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    tokenizer = load_tokenizer(model_dir)
+    model = load_classifier(model_dir)
     shape = EncoderShape.from_hf(model.config)
     layers = tuple(p["candidate_layers"])
     gates = ToPGates(layers, len(p["bin_log_alpha"][0]), shape)
