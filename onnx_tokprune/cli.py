@@ -57,6 +57,17 @@ def user_errors(func):
     return wrapper
 
 
+def _pin_torch_threads() -> int:
+    """PyTorch's intra-op threads set to the CPUs this process can really use (runtime.cpus); returns that count."""
+    import torch
+
+    from onnx_tokprune.runtime.cpus import available_cpus
+
+    threads = available_cpus()
+    torch.set_num_threads(threads)
+    return threads
+
+
 def _layers(value: str | None, option: str = "--layers") -> list[int] | None:
     """Comma-separated layer indices, each once."""
     if not value:
@@ -188,11 +199,15 @@ def calibrate_command(model, data_file, output, keep, target_flops, rule, layers
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset (17 or 18).")
 @click.option("--output", type=click.Path(), help="Artifact directory (default: <model>-onnx).")
 @click.option("--unpruned", is_flag=True, help="Export without TokenPrune (the baseline for benchmarks).")
-@click.option("--int8", is_flag=True, help="Dynamic INT8 quantization of the linear layers (TokenPrune and scores stay fp32)")
+@click.option("--int8", is_flag=True, help="Dynamic INT8 quantization of the linear layers (TokenPrune and scores stay fp32).")
+@click.option(
+    "--int8-setting", type=click.Choice(["portable", "vnni"]), default="portable", show_default=True,
+    help="portable: 7-bit weights, the same logits on every x86-64 CPU; vnni: 8-bit weights, correct only on CPUs with AVX-VNNI/AVX512-VNNI.",
+)
 @click.option("--optimize", is_flag=True, help="Apply onnxruntime's BERT fusions (SkipLayerNormalization, BiasGelu, ...; with --unpruned also EmbedLayerNormalization and Attention); counts go in the manifest.")
 @click.option("--force", is_flag=True, help="Replace --output if it exists.")
 @user_errors
-def export_command(model, opset, output, unpruned, int8, optimize, force):
+def export_command(model, opset, output, unpruned, int8, int8_setting, optimize, force):
     """Export a pruned checkpoint to an ONNX artifact whose TokenPrune nodes remove tokens."""
     from onnx_tokprune.export.exporter import MAX_OPSET, MIN_OPSET, ExportError, count_token_prune, export_artifact
     from onnx_tokprune.modeling import check_checkpoint, check_tokenizer_files, load_pruned, wrap
@@ -206,7 +221,9 @@ def export_command(model, opset, output, unpruned, int8, optimize, force):
     encoder = load_pruned(model, "drop", require_config=not unpruned)
     if unpruned:
         encoder = wrap(encoder.model, None, "drop")
-    path = export_artifact(encoder, model, output, opset, force, int8=int8, optimize=optimize)
+    if int8_setting != "portable" and not int8:
+        raise click.BadParameter("only applies with --int8", param_hint="--int8-setting")
+    path = export_artifact(encoder, model, output, opset, force, int8=int8, optimize=optimize, int8_setting=int8_setting)
     import onnx
 
     nodes = count_token_prune(onnx.load(str(path / "model.onnx"), load_external_data=False))
@@ -224,7 +241,8 @@ def export_command(model, opset, output, unpruned, int8, optimize, force):
         counts = json.loads((path / CONFIG_NAME).read_text())["export"]["int8"]
         done = ", ".join(f"{k.removeprefix('quantized_')} {v}" for k, v in counts.items() if k.startswith("quantized_"))
         kept = f", {counts['fp32_matmuls']} activation MatMul(s) (attention) kept fp32" if "fp32_matmuls" in counts else ""
-        click.echo(f"  INT8 (QInt8 weights{', per channel' if counts['per_channel'] else ''}): quantized {done}{kept}")
+        bits = "7-bit" if counts["reduce_range"] else "8-bit"
+        click.echo(f"  INT8 ({counts['setting']}: {bits} QInt8 weights{', per channel' if counts['per_channel'] else ''}; correct on {counts['correct_on']}): quantized {done}{kept}")
 
 
 @main.command("parity")
@@ -242,7 +260,6 @@ def parity_command(model, artifact, data_file, samples, batch_sizes, atol, repor
     from onnx_tokprune.data.text import read_texts
     from onnx_tokprune.modeling import check_checkpoint, load_pruned
     from onnx_tokprune.parity import check_parity
-    from onnx_tokprune.runtime.session import open_artifact
 
     _at_least(samples, 0, "--samples", " (0 = all)")
     sizes = _batch_sizes(batch_sizes)
@@ -253,7 +270,10 @@ def parity_command(model, artifact, data_file, samples, batch_sizes, atol, repor
     kernel_library = _kernel_choice(kernel)
     check_checkpoint(model, "trained", tokenizer=False)
     examples = read_texts(data_file, limit=samples or None)
-    session = open_artifact(artifact, kernel_library=kernel_library)
+    from onnx_tokprune.runtime.session import PrunedSession
+
+    # PyTorch and onnxruntime take turns: both on the CPUs really available, neither spinning while the other runs
+    session = PrunedSession(artifact, threads=_pin_torch_threads(), kernel_library=kernel_library, spinning=False)
     session.text_encoder.token_ids(examples)
     encoder = load_pruned(model, "drop")
     result = check_parity(encoder, session, examples, sizes, atol)
@@ -530,7 +550,7 @@ def import_ltp_command(source, output, tokenizer, force, normalizer_length):
 @main.command("build-kernel")
 @click.option("--force", is_flag=True, help="Rebuild even when the library is up to date.")
 def build_kernel_command(force):
-    """Compile the TokenPrune C++ kernel (fetches onnxruntime's headers when needed); prints its path.
+    """Compile the TokenPrune and ScoredAttention C++ kernels (cached per user in ~/.cache/onnx_tokprune; needs g++ or $CXX); prints the library path.
 
     Sessions opened by this package register it automatically once built; without it onnxruntime
     runs the op's portable ONNX function.
@@ -599,7 +619,7 @@ def eval_command(model, artifact, task, modes, json_out, data_dir, kernel):
     from onnx_tokprune.data.glue import get_task
     from onnx_tokprune.evaluate import eval_table, evaluate_artifact, evaluate_checkpoint
     from onnx_tokprune.modeling import check_checkpoint
-    from onnx_tokprune.runtime.session import open_artifact
+    from onnx_tokprune.runtime.session import PrunedSession
 
     get_task(task)
     mode_list = [m.strip() for m in modes.split(",") if m.strip()]
@@ -609,8 +629,9 @@ def eval_command(model, artifact, task, modes, json_out, data_dir, kernel):
     if json_out:
         check_output_file(json_out)
     kernel_library = _kernel_choice(kernel)
-    model_session = open_artifact(model, kernel_library=kernel_library) if (Path(model) / "model.onnx").is_file() else None
-    artifact_session = open_artifact(artifact, kernel_library=kernel_library) if artifact else None
+    threads = _pin_torch_threads()
+    model_session = PrunedSession(model, threads, kernel_library, spinning=False) if (Path(model) / "model.onnx").is_file() else None
+    artifact_session = PrunedSession(artifact, threads, kernel_library, spinning=False) if artifact else None
     if model_session is None:
         check_checkpoint(model, "trained")
         results = evaluate_checkpoint(model, task, data_dir, tuple(mode_list))

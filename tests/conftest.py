@@ -94,6 +94,19 @@ def glue_dir():
     return path if path.is_dir() else None
 
 
+def make_small_glue(root, rows: int = 48):
+    """A GLUE directory under `root` with the first `rows` rows of the real SST-2 train and dev files
+    (skips the test when the shared GLUE files are absent)."""
+    source = glue_dir()
+    if source is None:
+        pytest.skip("needs ../shared/data/glue")
+    (root / "SST-2").mkdir(parents=True)
+    for split in ("train", "dev"):
+        lines = (source / "SST-2" / f"{split}.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+        (root / "SST-2" / f"{split}.tsv").write_text("".join(lines[: rows + 1]), encoding="utf-8")
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """A saved tiny random BERT classifier with the real MiniLM tokenizer files (vocab 30522)."""

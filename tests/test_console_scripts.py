@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import glue_dir
+from conftest import make_small_glue
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
@@ -56,15 +56,7 @@ def test_runs_in_the_environment_it_was_installed_into():
 
 @pytest.fixture(scope="module")
 def small_glue(tmp_path_factory):
-    source = glue_dir()
-    if source is None:
-        pytest.skip("needs ../shared/data/glue")
-    root = tmp_path_factory.mktemp("glue")
-    (root / "SST-2").mkdir()
-    for split in ("train", "dev"):
-        lines = (source / "SST-2" / f"{split}.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
-        (root / "SST-2" / f"{split}.tsv").write_text("".join(lines[:49]), encoding="utf-8")
-    return root
+    return make_small_glue(tmp_path_factory.mktemp("glue"))
 
 
 def test_every_verb_main_path(tiny_checkpoint, small_glue, tmp_path):

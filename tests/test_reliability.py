@@ -100,15 +100,19 @@ BROKEN = {
 }
 
 
-@pytest.fixture(scope="module")
-def broken(base_ckpt, tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("broken")
+def damaged_copies(source: Path, damages: dict, root: Path) -> dict[str, Path]:
+    """One copy of `source` per entry of `damages` ({kind: (damage(path), fragments)}), each damaged."""
     paths = {}
-    for i, (kind, (damage, _)) in enumerate(BROKEN.items()):
-        paths[kind] = root / f"ckpt{i}"
-        shutil.copytree(base_ckpt, paths[kind])
+    for i, (kind, (damage, _)) in enumerate(damages.items()):
+        paths[kind] = root / f"copy{i}"
+        shutil.copytree(source, paths[kind])
         damage(paths[kind])
     return paths
+
+
+@pytest.fixture(scope="module")
+def broken(base_ckpt, tmp_path_factory) -> dict[str, Path]:
+    return damaged_copies(base_ckpt, BROKEN, tmp_path_factory.mktemp("broken"))
 
 
 def _command(name: str, model: Path | str, out: Path, texts: Path, artifact: Path) -> tuple[click.Command, list]:
@@ -332,13 +336,7 @@ BROKEN_ARTIFACTS = {
 
 @pytest.fixture(scope="module")
 def broken_artifacts(artifact, tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("broken_art")
-    paths = {}
-    for i, (kind, (damage, _)) in enumerate(BROKEN_ARTIFACTS.items()):
-        paths[kind] = root / f"art{i}"
-        shutil.copytree(artifact, paths[kind])
-        damage(paths[kind])
-    return paths
+    return damaged_copies(artifact, BROKEN_ARTIFACTS, tmp_path_factory.mktemp("broken_art"))
 
 
 @pytest.mark.parametrize("kind", list(BROKEN_ARTIFACTS))
@@ -454,13 +452,13 @@ def test_no_kernel_parity_uses_the_portable_functions(base_ckpt, artifact, texts
     import onnx_tokprune.runtime.session as session_module
 
     opened = []
-    original = session_module.open_artifact
+    original = session_module.PrunedSession.__init__
 
-    def spy(*args, **kwargs):
-        opened.append(original(*args, **kwargs))
-        return opened[-1]
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        opened.append(self)
 
-    monkeypatch.setattr(session_module, "open_artifact", spy)
+    monkeypatch.setattr(session_module.PrunedSession, "__init__", spy)
     result = run(parity_command, ["--model", base_ckpt, "--artifact", artifact, "--data", texts, "--batch-sizes", "1,4", "--no-kernel"])
     assert result.exit_code == 0, result.output
     assert "parity OK on 10 sentences" in result.output

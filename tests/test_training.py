@@ -7,23 +7,14 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from conftest import glue_dir
+from conftest import make_small_glue
 from onnx_tokprune.cli import eval_command, export_command, main
 
 
 @pytest.fixture(scope="module")
 def small_glue(tmp_path_factory):
     """A GLUE directory with the first 48 rows of the real SST-2 train and dev files."""
-    source = glue_dir()
-    if source is None:
-        pytest.skip("needs ../shared/data/glue")
-    root = tmp_path_factory.mktemp("glue")
-    for task, rows in (("SST-2", 48),):
-        (root / task).mkdir()
-        for split in ("train", "dev"):
-            lines = (source / task / f"{split}.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
-            (root / task / f"{split}.tsv").write_text("".join(lines[: rows + 1]), encoding="utf-8")
-    return root
+    return make_small_glue(tmp_path_factory.mktemp("glue"))
 
 
 def invoke(args):

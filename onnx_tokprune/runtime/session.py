@@ -25,6 +25,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from onnx_tokprune.data.text import TextExample
+from onnx_tokprune.runtime.cpus import available_cpus
 from onnx_tokprune.runtime.kernel import KERNEL_ENV, find_kernel
 from onnx_tokprune.runtime.text_encoder import TextEncoder
 
@@ -67,8 +68,10 @@ class PrunedSession:
         kernel_library: KernelChoice = None,
         spinning: bool = True,
     ):
-        """`kernel_library`: None finds the compiled kernel (`find_kernel`), False uses the portable
-        function, a path registers that library. Raises ArtifactError (one line) for a directory that
+        """`threads`: intra-op threads, by default the CPUs this process can really use
+        (runtime.cpus.available_cpus, not the host's count onnxruntime would take). `kernel_library`:
+        None finds the compiled kernel (`find_kernel`), False uses the portable function, a path
+        registers that library. Raises ArtifactError (one line) for a directory that
         is not a complete tokprune artifact or a model.onnx onnxruntime cannot load."""
         self.path = Path(artifact)
         self.manifest, config = read_artifact(self.path)
@@ -80,7 +83,7 @@ class PrunedSession:
             raise ArtifactError(f"TokenPrune kernel library {kernel_library} not found: build it with `tokprune build-kernel` or unset ${KERNEL_ENV}")
         self.kernel_library = kernel_library
         try:
-            options = session_options(threads, kernel_library, spinning)
+            options = session_options(threads or available_cpus(), kernel_library, spinning)
         except Exception as e:  # onnxruntime raises its own exception types
             raise ArtifactError(
                 f"TokenPrune kernel library {kernel_library} cannot be registered ({_short(e)}): rebuild it with `tokprune build-kernel`"
