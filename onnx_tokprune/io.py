@@ -63,9 +63,10 @@ def chmod_default(path: str | os.PathLike, directory: bool = False) -> None:
 def _apply_umask(root: Path) -> None:
     """Every file and directory under `root` gets the default mode: libraries writing through temp
     files (safetensors, mkstemp) leave 0600 behind, unreadable for a server running as another user."""
+    mask = current_umask()
     for path in root.rglob("*"):
         if not path.is_symlink():
-            chmod_default(path, directory=path.is_dir())
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 def check_output_dir(output: Path, force: bool) -> None:
