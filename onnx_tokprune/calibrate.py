@@ -22,15 +22,12 @@ import torch
 from tqdm.auto import tqdm
 
 from onnx_tokprune.config import LayerRule, PruneConfig
+from onnx_tokprune.errors import CalibrationError
 from onnx_tokprune.flops import EncoderShape, relative_flops
 from onnx_tokprune.modeling import wrap
 from onnx_tokprune.runtime.text_encoder import TextEncoder
 
 CALIBRATION_RULES = ("threshold", "top_k")
-
-
-class CalibrationError(ValueError):
-    """Calibration cannot meet the request; the message says what to change."""
 
 
 @dataclass

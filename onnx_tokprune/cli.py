@@ -10,48 +10,26 @@ from pathlib import Path
 import click
 import numpy as np
 
-from onnx_tokprune.config import ConfigError
-from onnx_tokprune.data.text import DataError
-from onnx_tokprune.io import OutputExistsError, check_output_dir, check_output_file
-from onnx_tokprune.runtime.session import ArtifactError
-from onnx_tokprune.runtime.text_encoder import InvalidTextError, TextTooLongError
+from onnx_tokprune.errors import InvalidTextError, ParityError, TokpruneError
+from onnx_tokprune.io import check_output_dir, check_output_file
 
 # Fast tokenizers warn (and can deadlock) when the process later forks, e.g. for data loaders.
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    ConfigError,
-    DataError,
-    OutputExistsError,
-    TextTooLongError,
-    InvalidTextError,
-    ArtifactError,
-    FileNotFoundError,
-)
-
 
 def user_errors(func):
-    """Turn the package's typed errors, and usage errors raised in a command's body (which click
-    would print after the usage text), into one-line click errors (exit code 1)."""
+    """Turn the package's errors (errors.TokpruneError), and usage errors raised in a command's body
+    (which click would print after the usage text), into one-line click errors (exit code 1)."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        from onnx_tokprune.calibrate import CalibrationError
-        from onnx_tokprune.data.glue import TaskError
-        from onnx_tokprune.export.exporter import ExportError
-        from onnx_tokprune.export.passes import PassError
-        from onnx_tokprune.importers import ConversionError
-        from onnx_tokprune.modeling import CheckpointError
-        from onnx_tokprune.parity import ParityError
-        from onnx_tokprune.training.common import TrainingError
-
         try:
             return func(*args, **kwargs)
         except click.UsageError as e:
             raise click.ClickException(e.format_message()) from None
         except ParityError as e:
             raise click.ClickException(f"parity failed: {type(e).__name__}: {e}") from None
-        except (*USER_ERRORS, CalibrationError, ConversionError, ExportError, PassError, CheckpointError, TaskError, TrainingError) as e:
+        except TokpruneError as e:
             raise click.ClickException(str(e).splitlines()[0]) from None
 
     return wrapper
@@ -230,7 +208,6 @@ def export_command(model, opset, output, unpruned, int8, int8_setting, optimize,
     click.echo(f"wrote {path}: opset {opset}, {nodes} TokenPrune node(s) at layers {list(encoder.pruning_layers)}")
     if optimize:
         from onnx_tokprune.config import CONFIG_NAME
-
         from onnx_tokprune.export.passes import describe_counts
 
         for done in json.loads((path / CONFIG_NAME).read_text())["export"]["passes"]:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from onnx_tokprune.errors import ConfigError
 from onnx_tokprune.io import write_json_atomic
 
 CONFIG_NAME = "tokprune.json"
@@ -38,10 +39,6 @@ RULES = {"threshold": "threshold", "rank_bins": "bin_mask", "top_k": "keep_ratio
 NORMALIZERS = ("fixed", "length")
 BIN_ROUNDINGS = ("exact", "top")
 _TOP_KEYS = {"version", "method", "rule", "score_normalizer", "normalizer_length", "bin_rounding", "layers", "provenance"}
-
-
-class ConfigError(ValueError):
-    """A `tokprune.json` that cannot be used; the message says which field and what to do."""
 
 
 @dataclass(frozen=True)

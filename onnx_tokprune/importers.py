@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from onnx_tokprune.config import LayerRule, PruneConfig
+from onnx_tokprune.errors import ConversionError
 
 LTP_MIN_THRESHOLD = 1e-5
 ROBERTA_CONFIG_KEYS = (
@@ -34,10 +35,6 @@ ROBERTA_CONFIG_KEYS = (
     "initializer_range", "layer_norm_eps", "pad_token_id", "bos_token_id", "eos_token_id", "id2label", "label2id",
     "finetuning_task", "problem_type",
 )
-
-
-class ConversionError(ValueError):
-    """A released checkpoint that cannot be converted; the message says what is wrong."""
 
 
 def _read_config(source: Path) -> dict:

@@ -30,16 +30,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from onnx_tokprune.errors import OutputExistsError
+
 OUTPUT_MARKERS = ("config.json", "model.onnx", "tokprune.json", "bench.json")
 """Files of which every directory tokprune writes holds at least one (checkpoints, artifacts, bench reports)."""
 
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
 _RENAME_EXCHANGE = 2
-
-
-class OutputExistsError(FileExistsError):
-    """The output exists and overwriting was not asked for (or is not safe)."""
 
 
 def current_umask() -> int:

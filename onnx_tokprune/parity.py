@@ -26,23 +26,12 @@ from tqdm.auto import tqdm
 from onnx_tokprune.calibrate import within_margin
 from onnx_tokprune.config import LayerRule
 from onnx_tokprune.data.text import TextExample
+from onnx_tokprune.errors import AtolError, KeptSetError
 from onnx_tokprune.export.exporter import kept_output_name
 from onnx_tokprune.modeling import PrunedEncoder, wrap
 from onnx_tokprune.runtime.session import PrunedSession, original_positions
 
 DEFAULT_ATOL = 1e-4
-
-
-class ParityError(AssertionError):
-    """The artifact does not compute what the PyTorch model computes."""
-
-
-class KeptSetError(ParityError):
-    """A pruning layer kept different tokens in onnxruntime than in PyTorch."""
-
-
-class AtolError(ParityError):
-    """Logits differ by more than the tolerance."""
 
 
 @dataclass

@@ -17,13 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from onnx_tokprune.data.text import DataError
+from onnx_tokprune.errors import TaskError
 
 if TYPE_CHECKING:
     import datasets
-
-
-class TaskError(ValueError):
-    """An unknown task name."""
 
 
 @dataclass(frozen=True)

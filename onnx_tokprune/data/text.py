@@ -21,14 +21,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from onnx_tokprune.errors import DataError
+
 PAIR_COLUMNS = (("sentence1", "sentence2"), ("#1 String", "#2 String"), ("question", "sentence"))
 SINGLE_COLUMNS = ("sentence",)
 HEADER_HINT = "give the file a header row naming the text column `sentence` (or `sentence1`/`sentence2` for pairs)"
 _UTF16_32_BOMS = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
-
-
-class DataError(ValueError):
-    """A data file that cannot be used; the message says what to do."""
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ import onnx
 import torch
 
 from onnx_tokprune.config import CONFIG_NAME
-from onnx_tokprune.io import write_json_atomic
-from onnx_tokprune.io import atomic_output_dir, check_output_dir
+from onnx_tokprune.errors import ExportError
 from onnx_tokprune.export.op import add_scored_attention_function, add_token_prune_function
 from onnx_tokprune.export.quantize import DEFAULT_INT8
+from onnx_tokprune.io import atomic_output_dir, check_output_dir, write_json_atomic
 from onnx_tokprune.modeling import PrunedEncoder
 from onnx_tokprune.scoring import OP_DOMAIN, OP_NAME, OP_VERSION
 
@@ -25,10 +25,6 @@ MAX_OPSET = 18
 MODEL_FILE = "model.onnx"
 INPUT_NAMES = ["input_ids", "attention_mask", "token_type_ids"]
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json", "vocab.json", "merges.txt")
-
-
-class ExportError(ValueError):
-    """The export cannot proceed; the message says what to do."""
 
 
 def kept_output_name(layer: int) -> str:

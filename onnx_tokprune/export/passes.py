@@ -22,13 +22,10 @@ import onnx_ir as ir
 from onnxscript.optimizer import remove_unused_nodes
 from onnxscript.rewriter import pattern
 
+from onnx_tokprune.errors import PassError
 from onnx_tokprune.export.op import carry_over_functions
 from onnx_tokprune.scored_attention import ATTENTION_OP_NAME
 from onnx_tokprune.scoring import OP_DOMAIN
-
-
-class PassError(ValueError):
-    """A pass cannot run on this graph; the message says what to do."""
 
 
 @dataclass

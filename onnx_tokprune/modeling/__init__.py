@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from onnx_tokprune.config import CONFIG_NAME, PruneConfig
+from onnx_tokprune.errors import CheckpointError
 from onnx_tokprune.modeling.bert import BertAdapter
 from onnx_tokprune.modeling.encoder import MODES, PrunedEncoder, PrunedOutput
 from onnx_tokprune.modeling.roberta import RobertaAdapter
@@ -28,10 +29,6 @@ HEADS = ("trained", "if_missing", "new")
 bare encoder (new head); "new" also a pretraining checkpoint (*ForMaskedLM, *ForPreTraining), and the
 head is re-initialised where its shape differs (fine-tuning)."""
 PRETRAINING_SUFFIXES = ("ForMaskedLM", "ForPreTraining")
-
-
-class CheckpointError(ValueError):
-    """A model directory that cannot be loaded; the message says what to do."""
 
 
 def looks_like_path(name: str | os.PathLike) -> bool:

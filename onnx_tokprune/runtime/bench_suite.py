@@ -49,7 +49,6 @@ FIXED_COST_TOKENS = 8
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
 
 
-
 @dataclass
 class VariantResult:
     variant: str

@@ -26,6 +26,8 @@ import os
 from pathlib import Path
 from types import ModuleType
 
+from onnx_tokprune.errors import MissingFileError
+
 KERNEL_ENV = "TOKPRUNE_KERNEL_LIBRARY"
 LIBRARY_NAME = "libtokprune_kernel.so"
 SOURCES_PACKAGE = "onnx_tokprune._custom_ops"
@@ -55,7 +57,7 @@ def _load_build_module() -> ModuleType:
     if _build_module is None:
         script = kernel_sources() / "build.py"
         if not script.is_file():
-            raise FileNotFoundError(f"{script} (the kernel's build script) is missing: reinstall onnx_tokprune")
+            raise MissingFileError(f"{script} (the kernel's build script) is missing: reinstall onnx_tokprune")
         spec = importlib.util.spec_from_file_location("_tokprune_custom_ops_build", script)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)

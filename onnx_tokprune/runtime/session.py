@@ -25,6 +25,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from onnx_tokprune.data.text import TextExample
+from onnx_tokprune.errors import ArtifactError
 from onnx_tokprune.runtime.cpus import available_cpus
 from onnx_tokprune.runtime.kernel import KERNEL_ENV, find_kernel
 from onnx_tokprune.runtime.text_encoder import TextEncoder
@@ -33,10 +34,6 @@ MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "tokprune.json"
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 KernelChoice = str | os.PathLike | bool | None
-
-
-class ArtifactError(ValueError):
-    """An artifact directory that cannot be opened; the message says what to do."""
 
 
 def session_options(

@@ -11,14 +11,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from onnx_tokprune.data.text import TextExample
-
-
-class TextTooLongError(ValueError):
-    """An input has more tokens than the model's position embeddings allow."""
-
-
-class InvalidTextError(ValueError):
-    """An input is not text the tokenizer can take (e.g. a lone surrogate from undecodable bytes)."""
+from onnx_tokprune.errors import InvalidTextError, MissingFileError, TextTooLongError
 
 
 def check_text(text: str, what: str) -> None:
@@ -47,7 +40,7 @@ class TextEncoder:
         directory = Path(directory)
         tok_file = directory / "tokenizer.json"
         if not tok_file.is_file():
-            raise FileNotFoundError(f"{directory} has no tokenizer.json: copy the checkpoint's fast tokenizer there")
+            raise MissingFileError(f"{directory} has no tokenizer.json: copy the checkpoint's fast tokenizer there")
         config = json.loads((directory / "config.json").read_text())
         return cls(Tokenizer.from_file(str(tok_file)), int(config.get("max_position_embeddings", 512)))
 

@@ -14,11 +14,8 @@ import torch
 from torch import nn
 
 from onnx_tokprune.config import PruneConfig
+from onnx_tokprune.errors import TrainingError
 from onnx_tokprune.io import atomic_output_dir
-
-
-class TrainingError(ValueError):
-    """Training cannot start with these inputs; the message says what to change."""
 
 
 @dataclass

@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-
 from onnx_tokprune.config import LayerRule, PruneConfig
 from onnx_tokprune.data.metrics import compute_metrics
 from onnx_tokprune.modeling import wrap
