@@ -182,7 +182,7 @@ def measure(model, config: PruneConfig, text_encoder: TextEncoder, rows, batch_s
         for feeds in _batches(text_encoder, rows, batch_size):
             out = encoder(feeds["input_ids"], feeds["attention_mask"], feeds["token_type_ids"])
             lengths.extend(feeds["attention_mask"].sum(1).tolist())
-            counts = [(k >= 0).sum(1).tolist() for k in out.kept]
+            counts = [k.sum(1).tolist() for k in out.kept]
             kept.extend({layer: c[r] for layer, c in zip(config.pruning_layers, counts)} for r in range(len(counts[0])))
     candidates = sum(n - 1 for n in lengths)
     fractions = {layer: sum(k[layer] - 1 for k in kept) / max(candidates, 1) for layer in config.pruning_layers}

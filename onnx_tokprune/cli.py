@@ -182,16 +182,15 @@ def calibrate_command(model, data_file, output, keep, target_flops, rule, layers
     "--int8-setting", type=click.Choice(["portable", "vnni"]), default="portable", show_default=True,
     help="portable: 7-bit weights, the same logits on every x86-64 CPU; vnni: 8-bit weights, correct only on CPUs with AVX-VNNI/AVX512-VNNI.",
 )
-@click.option("--optimize", is_flag=True, help="Apply onnxruntime's BERT fusions (SkipLayerNormalization, BiasGelu, ...; with --unpruned also EmbedLayerNormalization and Attention); counts go in the manifest.")
+@click.option("--optimize", is_flag=True, help="Apply onnxruntime's transformer fusions (Attention on every layer that does not score, SkipLayerNormalization, BiasGelu, EmbedLayerNormalization) held to the architecture's fused-op counts; the counts go in the manifest.")
 @click.option("--force", is_flag=True, help="Replace --output if it exists.")
 @user_errors
 def export_command(model, opset, output, unpruned, int8, int8_setting, optimize, force):
     """Export a pruned checkpoint to an ONNX artifact whose TokenPrune nodes remove tokens."""
-    from onnx_tokprune.export.exporter import MAX_OPSET, MIN_OPSET, ExportError, count_token_prune, export_artifact
+    from onnx_tokprune.export.exporter import check_opset, export_artifact
     from onnx_tokprune.modeling import check_checkpoint, check_tokenizer_files, load_pruned, wrap
 
-    if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise ExportError(f"opset {opset} is not supported: use {MIN_OPSET} or {MAX_OPSET}")
+    check_opset(opset)
     check_checkpoint(model, "trained")
     check_tokenizer_files(model, fast=True)
     output = output or f"{str(model).rstrip('/')}{'-unpruned' if unpruned else ''}{'-int8' if int8 else ''}-onnx"
@@ -201,21 +200,12 @@ def export_command(model, opset, output, unpruned, int8, int8_setting, optimize,
         encoder = wrap(encoder.model, None, "drop")
     if int8_setting != "portable" and not int8:
         raise click.BadParameter("only applies with --int8", param_hint="--int8-setting")
-    path = export_artifact(encoder, model, output, opset, force, int8=int8, optimize=optimize, int8_setting=int8_setting)
-    import onnx
-
-    nodes = count_token_prune(onnx.load(str(path / "model.onnx"), load_external_data=False))
-    click.echo(f"wrote {path}: opset {opset}, {nodes} TokenPrune node(s) at layers {list(encoder.pruning_layers)}")
-    if optimize:
-        from onnx_tokprune.config import CONFIG_NAME
-        from onnx_tokprune.export.passes import describe_counts
-
-        for done in json.loads((path / CONFIG_NAME).read_text())["export"]["passes"]:
-            click.echo(f"  pass {done['name']}: {describe_counts(done['counts'])}")
-    if int8:
-        from onnx_tokprune.config import CONFIG_NAME
-
-        counts = json.loads((path / CONFIG_NAME).read_text())["export"]["int8"]
+    export = export_artifact(encoder, model, output, opset, force, int8=int8, optimize=optimize, int8_setting=int8_setting).export
+    click.echo(f"wrote {output}: opset {opset}, {export.token_prune_nodes} TokenPrune node(s) at layers {list(export.pruning_layers)}")
+    for done in export.passes:
+        click.echo(f"  pass {done.name}: {done.describe()}")
+    if export.int8 is not None:
+        counts = export.int8
         done = ", ".join(f"{k.removeprefix('quantized_')} {v}" for k, v in counts.items() if k.startswith("quantized_"))
         kept = f", {counts['fp32_matmuls']} activation MatMul(s) (attention) kept fp32" if "fp32_matmuls" in counts else ""
         bits = "7-bit" if counts["reduce_range"] else "8-bit"
@@ -277,10 +267,10 @@ def bench_command(artifact, data_files, checkpoint, samples, threads, repeats, b
     """Pruned vs unpruned (onnxruntime-optimized fp32 and INT8) vs PyTorch eager: batch 1 and batch 8."""
     import shlex
 
+    from onnx_tokprune.bench.suite import environment_line, markdown, plot, run_bench, to_json
     from onnx_tokprune.config import write_json_atomic
     from onnx_tokprune.data.text import read_texts
     from onnx_tokprune.io import atomic_output_dir
-    from onnx_tokprune.runtime.bench_suite import environment_line, markdown, plot, run_bench, to_json
 
     for name, value in (("samples", samples), ("threads", threads), ("repeats", repeats), ("batch-size", batch_size)):
         _at_least(value, 1, f"--{name}")
@@ -434,6 +424,7 @@ def ltp_command(model, task, output, data_dir, max_train_samples, max_length, ba
 @user_errors
 def top_command(model, task, output, data_dir, max_train_samples, max_length, batch_size, seed, force, target_flops, bins, layers, rank_layers, top_k, rank_weight, ce_weight, reg_lr, warmup_epochs, epochs, lr, match_samples, hard_epochs, hard_lr):
     """ToP: ranking distillation + L0 gates over rank bins and layers under a FLOPs constraint."""
+    from onnx_tokprune.architectures import spec_for
     from onnx_tokprune.data.glue import get_task
     from onnx_tokprune.modeling import check_checkpoint
     from onnx_tokprune.training.common import TrainSettings
@@ -449,7 +440,7 @@ def top_command(model, task, output, data_dir, max_train_samples, max_length, ba
         train=TrainSettings(epochs=epochs, learning_rate=lr, batch_size=batch_size, seed=seed),
         hard=TrainSettings(epochs=hard_epochs, learning_rate=hard_lr, batch_size=batch_size, seed=seed) if hard_epochs > 0 else None,
     )
-    settings.check(hf["num_hidden_layers"])
+    settings.check(spec_for(hf).fields.get(hf, "layers"))
     config, metrics = train_top(model, task, output, settings, data_dir, max_train_samples, max_length, force)
     kept = ", ".join(f"L{r.layer}: {sum(r.bin_mask)}/{len(r.bin_mask)}" for r in config.layers)
     click.echo(f"wrote {output}; open bins {kept}; dev (drop mode): " + ", ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items()))

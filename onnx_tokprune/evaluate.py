@@ -9,7 +9,6 @@ The two must agree; relative FLOPs = pruned / unpruned analytic FLOPs on the sam
 
 from __future__ import annotations
 
-import json
 import os
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from onnx_tokprune.artifact import LOGITS_OUTPUT, kept_counts
 from onnx_tokprune.data.metrics import compute_metrics, main_metric
 from onnx_tokprune.data.text import TextExample
 from onnx_tokprune.flops import EncoderShape
@@ -97,7 +97,7 @@ def evaluate_checkpoint(
                 out = model(feeds["input_ids"], feeds["attention_mask"], feeds["token_type_ids"])
                 logits.append(out.logits.numpy()[0])
                 lengths.append(len(row[0]))
-                counts = [int((k >= 0).sum()) if mode == "drop" else int(k.sum()) for k in out.kept]
+                counts = [int(k.sum()) for k in out.kept]
                 kept.append(dict(zip(model.pruning_layers, counts)))
         counted = counter.get_total_flops() if counter is not None else None
         results.append(_result(task, f"pytorch-{mode}", np.stack(logits), labels, lengths, kept, shape, counted))
@@ -113,13 +113,13 @@ def evaluate_artifact(
     examples, labels = dev_examples(task, data_dir)
     session = artifact if isinstance(artifact, PrunedSession) else PrunedSession(artifact, kernel_library=kernel_library)
     rows = session.text_encoder.token_ids(examples)
-    shape = EncoderShape.from_hf(json.loads((session.path / "config.json").read_text()))
+    shape = EncoderShape.from_hf(session.artifact.hf_config)
     logits, kept, lengths = [], [], []
     for row in tqdm(rows, desc=f"eval {task} onnxruntime", disable=not progress):
         out = session.run(session.text_encoder.pad([row]))
-        logits.append(out["logits"][0])
+        logits.append(out[LOGITS_OUTPUT][0])
         lengths.append(len(row[0]))
-        kept.append({int(k.rsplit("_", 1)[1]): int((v >= 0).sum()) for k, v in out.items() if k.startswith("kept_index_")})
+        kept.append(kept_counts(out))
     return _result(task, "onnxruntime", np.stack(logits), labels, lengths, kept, shape)
 
 

@@ -22,30 +22,53 @@ class EncoderShape:
     hidden: int
     intermediate: int
     layers: int
-    labels: int = 2
-    heads: int = 12
+    labels: int
+    heads: int
 
     @classmethod
     def from_hf(cls, config) -> EncoderShape:
+        """The shape of an HF config (object or config.json dict), read through its architecture's field names."""
+        from onnx_tokprune.architectures import spec_for
+
+        fields = spec_for(config).fields
         get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
         labels = get("num_labels") or len(get("id2label") or {}) or 2
-        return cls(get("hidden_size"), get("intermediate_size"), get("num_hidden_layers"), labels, get("num_attention_heads", 12))
+        return cls(*(fields.get(config, name) for name in ("hidden", "intermediate", "layers")), labels, fields.get(config, "heads"))
 
-    def layer_flops(self, n_in: float, n_out: float, scoring: bool = False) -> float:
+    def layer_flops(self, n_in, n_out, scoring=False):
+        """FLOPs of one layer (module docstring); `scoring` may be a probability (expected FLOPs).
+        Works on numbers and on tensors alike."""
         d, i = self.hidden, self.intermediate
-        score = 2 * self.heads * n_in * n_in if scoring else 0
+        score = 0 if scoring is False or scoring is None else 2 * self.heads * n_in * n_in * scoring
         return 6 * n_in * d * d + 4 * n_in * n_in * d + 2 * n_out * d * d + 4 * n_out * d * i + score
 
     def head_flops(self) -> float:
         return 2 * self.hidden * self.hidden + 2 * self.hidden * self.labels
 
-    def flops(self, length: float, kept: dict[int, float] | None = None) -> float:
-        """FLOPs of one input of `length` tokens; `kept[l]` = tokens left after pruning layer l."""
-        total, n = self.head_flops(), float(length)
+    def flops(self, length, kept: dict[int, float] | None = None):
+        """FLOPs of one input of `length` tokens (a number or a tensor of lengths); `kept[l]` = tokens
+        left after pruning layer l."""
+        total, n = self.head_flops(), length
         for layer in range(self.layers):
             n_out = kept.get(layer, n) if kept else n
             total += self.layer_flops(n, n_out, scoring=bool(kept) and layer in kept)
             n = n_out
+        return total
+
+    def expected_flops(self, length, expected: dict):
+        """Expected FLOPs of an input of `length` tokens (a number or a tensor of lengths) when pruning
+        layer l, with probability prob_l, keeps an expected fraction keep_l of the non-CLS tokens
+        reaching it: `expected[l] = (keep_l, prob_l)` (numbers or tensors; the gradient flows through
+        them). CLS is always kept; a layer that does not prune does not score."""
+        total, fraction = self.head_flops(), 1.0
+        for layer in range(self.layers):
+            n_in = (length - 1) * fraction + 1
+            if layer in expected:
+                keep, prob = expected[layer]
+                fraction = fraction * (1 - (1 - keep) * prob)
+                total = total + self.layer_flops(n_in, (length - 1) * fraction + 1, scoring=prob)
+            else:
+                total = total + self.layer_flops(n_in, n_in)
         return total
 
     def equivalent_length(self, flops: float) -> float:

@@ -23,13 +23,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from onnx_tokprune.artifact import LOGITS_OUTPUT, kept_output_layer, kept_output_name, kept_outputs, original_positions
 from onnx_tokprune.calibrate import within_margin
 from onnx_tokprune.config import LayerRule
 from onnx_tokprune.data.text import TextExample
 from onnx_tokprune.errors import AtolError, KeptSetError
-from onnx_tokprune.export.exporter import kept_output_name
 from onnx_tokprune.modeling import PrunedEncoder, wrap
-from onnx_tokprune.runtime.session import PrunedSession, original_positions
+from onnx_tokprune.runtime.session import PrunedSession
 
 DEFAULT_ATOL = 1e-4
 
@@ -84,8 +84,8 @@ class ParityReport:
 
     def table(self) -> str:
         """A Markdown table for people."""
-        layers = sorted({k for c in self.comparisons for k in c.kept_agreement}, key=lambda k: int(k.rsplit("_", 1)[1]))
-        head = ["comparison", "batch", "examples", *[f"kept agree L{k.rsplit('_', 1)[1]}" for k in layers], "float-ambiguous rows", "max abs Δlogit", "pred agree"]
+        layers = [name for _, name in kept_outputs({k for c in self.comparisons for k in c.kept_agreement})]
+        head = ["comparison", "batch", "examples", *[f"kept agree L{kept_output_layer(k)}" for k in layers], "float-ambiguous rows", "max abs Δlogit", "pred agree"]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for c in self.comparisons:
             cells = [c.name, str(c.batch_size), str(c.examples)]
@@ -95,12 +95,14 @@ class ParityReport:
         return "\n".join(lines)
 
 
-def _mask_to_positions(mask: np.ndarray) -> list[np.ndarray]:
-    return [np.flatnonzero(row) for row in mask]
+def _present(kept: np.ndarray) -> list[np.ndarray]:
+    """Per row of a [B,S] keep mask (PrunedOutput.kept, an attention mask), the positions present."""
+    return [np.flatnonzero(row > 0) for row in kept]
 
 
-def _drop_positions(kept: np.ndarray) -> list[np.ndarray]:
-    return [row[row >= 0] for row in kept]
+def _drop_positions(positions: np.ndarray) -> list[np.ndarray]:
+    """Per row of [B,K] original positions (-1 = padding), the positions."""
+    return [row[row >= 0] for row in positions]
 
 
 @dataclass
@@ -194,19 +196,21 @@ def check_parity(
                 raw = session.run(feeds)
                 ort_out = {**raw, **original_positions(raw)}
                 sides["torch"][0].append(ref.logits.numpy())
-                sides["ort"][0].append(ort_out["logits"])
-                entering = np.where(feeds["attention_mask"] == 1, np.arange(feeds["attention_mask"].shape[1]), -1)
+                sides["ort"][0].append(ort_out[LOGITS_OUTPUT])
+                # the tokens entering each pruning layer and their scores: the input's, then the previous
+                # pruning layer's kept tokens, packed to the left (drop mode), in their original order
+                entering = _present(feeds["attention_mask"])
                 for name, layer, kept in zip(layers, encoder.pruning_layers, ref.kept):
                     for positions, score in zip(entering, captured[layer]):
-                        decisions.entering[name].append(positions[positions >= 0])
-                        decisions.scores[name].append(score[positions >= 0])
-                    entering = kept.numpy()
-                    sides["torch"][1][name].extend(_drop_positions(entering))
+                        decisions.entering[name].append(positions)
+                        decisions.scores[name].append(score[: len(positions)])
+                    entering = _present(kept.numpy())
+                    sides["torch"][1][name].extend(entering)
                     sides["ort"][1][name].extend(_drop_positions(ort_out[name]))
                 if mref is not None:
                     sides["mask"][0].append(mref.logits.numpy())
                     for name, kept in zip(layers, mref.kept):
-                        sides["mask"][1][name].extend(_mask_to_positions(kept.numpy()))
+                        sides["mask"][1][name].extend(_present(kept.numpy()))
             joined = {k: (np.concatenate(v[0]), v[1]) for k, v in sides.items() if v[0]}
             comparisons.append(_compare("pytorch-drop vs onnxruntime", batch_size, layers, joined["torch"], joined["ort"], decisions))
             if "mask" in joined:

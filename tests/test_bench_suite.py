@@ -35,12 +35,14 @@ def _logits(session, feeds):
 def test_baseline_is_fully_fused_and_matches_pytorch(tiny_checkpoint, int8):
     from transformers import AutoModelForSequenceClassification
 
-    from onnx_tokprune.export.baseline import expected_fusions, export_unpruned_optimized, quantize_unpruned_optimized
+    from onnx_tokprune.architectures import spec_for
+    from onnx_tokprune.export.baseline import export_unpruned_optimized, quantize_unpruned_optimized
     from onnx_tokprune.runtime.text_encoder import TextEncoder
 
     hf = AutoModelForSequenceClassification.from_pretrained(tiny_checkpoint).eval()
     model, report = export_unpruned_optimized(hf)
-    assert report.counts == expected_fusions(4) == {"EmbedLayerNormalization": 1, "Attention": 4, "SkipLayerNormalization": 8, "BiasGelu": 4}
+    want = {"EmbedLayerNormalization": 1, "Attention": 4, "SkipLayerNormalization": 8, "BiasGelu": 4}
+    assert report.counts == spec_for(hf.config).expected_fusions(4) == want
     if int8:
         model, counts = quantize_unpruned_optimized(model)
         assert counts["quantized_attention"] == 4 and counts["quantized_matmuls"] >= 8
@@ -73,7 +75,7 @@ def pruned_artifact(tiny_checkpoint, tmp_path_factory):
 
 def test_bench_writes_table_json_png(pruned_artifact, tmp_path):
     from onnx_tokprune.cli import bench_command
-    from onnx_tokprune.runtime.bench_suite import VARIANTS
+    from onnx_tokprune.bench.suite import VARIANTS
 
     data = tmp_path / "sentences.txt"
     data.write_text("\n".join(SENTENCES) + "\n")
@@ -132,7 +134,7 @@ def test_export_unpruned_optimize_is_the_fused_baseline(tiny_checkpoint, tmp_pat
         result = runner.invoke(export_command, ["--model", str(tiny_checkpoint), "--unpruned", "--output", str(out), *flags])
         assert result.exit_code == 0, result.output
         assert "EmbedLayerNormalization 1, Attention 4" in result.output
-        export = json.loads((out / "tokprune.json").read_text())["export"]
+        export = json.loads((out / "tokprune_manifest.json").read_text())["export"]
         assert export["passes"][0]["counts"]["Attention"] == 4 and export["token_prune_nodes"] == 0
         assert ("int8" in export) == (name == "int8")
         labels = open_artifact(out, threads=1).classify(SENTENCES[:3])
@@ -140,7 +142,7 @@ def test_export_unpruned_optimize_is_the_fused_baseline(tiny_checkpoint, tmp_pat
 
 
 def _recording_runner(name, log, kept=None):
-    from onnx_tokprune.runtime.bench import Runner
+    from onnx_tokprune.bench.timing import Runner
 
     def run(feeds):
         log.append((name, int(feeds["input_ids"][0, 0]), feeds["input_ids"].shape))
@@ -154,7 +156,7 @@ def _recording_runner(name, log, kept=None):
 
 def test_timed_chunks_schedule():
     """16 inputs of one key before the next key; keys take turns chunk by chunk; every job timed once."""
-    from onnx_tokprune.runtime.bench import CHUNK, timed_chunks
+    from onnx_tokprune.bench.timing import CHUNK, timed_chunks
 
     log = []
     feeds = [{"input_ids": np.full((1, 4), i)} for i in range(40)]
@@ -168,7 +170,7 @@ def test_timed_chunks_schedule():
 
 def test_bench_data_runs_pytorch_after_onnxruntime_and_uses_the_oracle_length():
     from onnx_tokprune.flops import EncoderShape
-    from onnx_tokprune.runtime.bench_suite import bench_data
+    from onnx_tokprune.bench.suite import bench_data
 
     log = []
     runners = {
@@ -183,7 +185,7 @@ def test_bench_data_runs_pytorch_after_onnxruntime_and_uses_the_oracle_length():
     def pad(batch):
         return {"input_ids": np.array([r[0] for r in batch]), "token_type_ids": np.array([r[1] for r in batch])}
 
-    shape = EncoderShape(hidden=32, intermediate=64, layers=2, heads=4)
+    shape = EncoderShape(hidden=32, intermediate=64, layers=2, labels=2, heads=4)
     result = bench_data(runners, shape, rows, pad, "fake", repeats=1, batch_size=8, progress=False)
     names = [name for name, _, _ in log]
     first_eager = names.index("pytorch eager")
@@ -198,13 +200,14 @@ def test_bench_data_runs_pytorch_after_onnxruntime_and_uses_the_oracle_length():
 
 
 def test_describe_pruned_names_every_pass_even_one_that_did_not_fire():
-    from onnx_tokprune.runtime.bench_suite import describe_pruned
+    from onnx_tokprune.artifact import ExportInfo, PassRecord
 
-    export = {"pruning_layers": [1, 2], "passes": [
-        {"name": "ort_transformer_fusions", "counts": {"Attention": 2, "BiasGelu": 4}},
-        {"name": "embed_layer_norm_fusion", "counts": {}},
-    ]}
-    assert describe_pruned(export) == (
+    export = ExportInfo(
+        opset=17, source="ckpt", architecture="bert", pruning_layers=(1, 2), outputs=(), token_prune_nodes=2,
+        passes=(PassRecord("ort_transformer_fusions", {"Attention": 2, "BiasGelu": 4}), PassRecord("embed_layer_norm_fusion", {})),
+    )
+    assert export.describe() == (
         "pruning layers [1, 2]; ort_transformer_fusions: Attention 2, BiasGelu 4; embed_layer_norm_fusion: did not fire"
     )
-    assert describe_pruned({"pruning_layers": [0]}) == "pruning layers [0]; no graph passes (export without --optimize)"
+    plain = ExportInfo(opset=17, source="ckpt", architecture="bert", pruning_layers=(0,), outputs=(), token_prune_nodes=1)
+    assert plain.describe() == "pruning layers [0]; no graph passes (export without --optimize)"

@@ -8,7 +8,7 @@ import pytest
 from onnx_tokprune.calibrate import CalibrationError, keep_schedule, schedule_flops, solve_keep
 from onnx_tokprune.flops import EncoderShape
 
-MINILM = EncoderShape(384, 1536, 6, heads=12)
+MINILM = EncoderShape(384, 1536, 6, labels=2, heads=12)
 LENGTHS = [12, 25, 40, 70]
 
 

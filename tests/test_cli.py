@@ -43,9 +43,9 @@ def test_calibrate_export_parity_classify(calibrated, sentences_file, tmp_path):
     result = run(export_command, ["--model", calibrated, "--output", artifact])
     assert result.exit_code == 0, result.output
     assert "2 TokenPrune node(s)" in result.output
-    manifest = json.loads((artifact / "tokprune.json").read_text())
+    manifest = json.loads((artifact / "tokprune_manifest.json").read_text())
     assert manifest["export"]["token_prune_nodes"] == 2 and manifest["export"]["opset"] == 17
-    assert {"model.onnx", "config.json", "tokenizer.json", "tokprune.json"} <= {p.name for p in artifact.iterdir()}
+    assert {"model.onnx", "config.json", "tokenizer.json", "tokprune_manifest.json"} <= {p.name for p in artifact.iterdir()}
     result = run(parity_command, ["--model", calibrated, "--artifact", artifact, "--data", sentences_file, "--batch-sizes", "1,4"])
     assert result.exit_code == 0, result.output
     assert "parity OK on 10 sentences" in result.output

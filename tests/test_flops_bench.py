@@ -8,13 +8,13 @@ from onnx_tokprune.flops import EncoderShape, relative_flops
 
 
 def test_layer_flops_by_hand():
-    shape = EncoderShape(hidden=4, intermediate=8, layers=1, labels=2)
+    shape = EncoderShape(hidden=4, intermediate=8, layers=1, labels=2, heads=1)
     assert shape.layer_flops(3, 3) == 6 * 3 * 16 + 4 * 9 * 4 + 2 * 3 * 16 + 4 * 3 * 4 * 8
     assert shape.flops(3) == shape.layer_flops(3, 3) + 2 * 16 + 2 * 4 * 2
 
 
 def test_pruning_lowers_flops_and_equivalent_length_inverts():
-    shape = EncoderShape(384, 1536, 6)
+    shape = EncoderShape(384, 1536, 6, labels=2, heads=12)
     pruned = shape.flops(64, {1: 40, 3: 20})
     assert pruned < shape.flops(64)
     length = shape.equivalent_length(pruned)
@@ -28,7 +28,7 @@ def test_bench_on_tiny_artifacts(tiny_checkpoint, tmp_path):
     from onnx_tokprune.data.text import TextExample
     from onnx_tokprune.export.exporter import export_artifact
     from onnx_tokprune.modeling import load_pruned, wrap
-    from onnx_tokprune.runtime.bench import latency_table, measure_latency
+    from onnx_tokprune.bench.latency import latency_table, measure_latency
 
     base = load_pruned(tiny_checkpoint, require_config=False)
     pruned = wrap(base.model, PruneConfig(rule="top_k", layers=(LayerRule(1, keep_ratio=0.5),)))

@@ -104,8 +104,8 @@ def test_imported_top_exports_with_parity(top_release, tmp_path):
     assert _invoke(["import", "top", "--source", source, "--output", out]).exit_code == 0
     result = _invoke(["export", "--model", out, "--output", artifact])
     assert result.exit_code == 0, result.output
-    manifest = json.loads((artifact / "tokprune.json").read_text())
-    assert manifest["export"]["token_prune_nodes"] == 2 and manifest["bin_rounding"] == "top"
+    manifest = json.loads((artifact / "tokprune_manifest.json").read_text())
+    assert manifest["export"]["token_prune_nodes"] == 2 and manifest["pruning"]["bin_rounding"] == "top"
     encoder = load_pruned(out)
     report = check_parity(encoder, open_artifact(artifact), [TextExample(s) for s in SENTENCES], (1, 3), progress=False)
     report.check()
@@ -115,7 +115,7 @@ def test_imported_top_exports_with_parity(top_release, tmp_path):
     batch = AutoTokenizer.from_pretrained(out)(SENTENCES, padding=True, return_tensors="pt")
     with torch.no_grad():
         kept = encoder(batch["input_ids"], batch["attention_mask"]).kept[-1]
-    assert int((kept >= 0).sum()) < int(batch["attention_mask"].sum()), "nothing pruned: a weak test"
+    assert int(kept.sum()) < int(batch["attention_mask"].sum()), "nothing pruned: a weak test"
 
 
 def test_import_top_explicit_locations_and_errors(top_release, tmp_path):
@@ -192,7 +192,7 @@ def test_import_ltp_thresholds_and_weights(ltp_release, tmp_path):
         a = drop(batch["input_ids"], batch["attention_mask"])
         b = mask(batch["input_ids"], batch["attention_mask"])
     np.testing.assert_allclose(a.logits.numpy(), b.logits.numpy(), atol=1e-5)
-    assert sum(int((k >= 0).sum()) for k in a.kept[-1:]) < int(batch["attention_mask"].sum())
+    assert sum(int(k.sum()) for k in a.kept[-1:]) < int(batch["attention_mask"].sum())
 
 
 def test_import_ltp_rejects_other_prune_modes(ltp_release, tmp_path):

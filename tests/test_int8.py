@@ -10,8 +10,9 @@ import onnxruntime as ort
 import pytest
 
 from conftest import RAGGED_LENGTHS, prune_configs, ragged_batch
-from onnx_tokprune.config import CONFIG_NAME, PruneConfig
-from onnx_tokprune.export.exporter import MODEL_FILE, count_token_prune, export_artifact, to_onnx
+from onnx_tokprune.config import PruneConfig
+from onnx_tokprune.artifact import MANIFEST_FILE, MODEL_FILE
+from onnx_tokprune.export.exporter import count_token_prune, export_artifact, to_onnx
 from onnx_tokprune.export.quantize import INT8_SETTINGS, activation_matmuls, to_int8, weight_linear_nodes
 from onnx_tokprune.modeling import wrap
 from onnx_tokprune.scored_attention import ATTENTION_OP_NAME
@@ -134,8 +135,8 @@ def test_export_artifact_int8_manifest(tiny_bert, tmp_path):
     encoder = wrap(tiny_bert, cfg, mode="drop")
     export_artifact(encoder, tmp_path, tmp_path / "fp32")
     export_artifact(encoder, tmp_path, tmp_path / "int8", int8=True)
-    plain = json.loads((tmp_path / "fp32" / CONFIG_NAME).read_text())["export"]
-    export = json.loads((tmp_path / "int8" / CONFIG_NAME).read_text())["export"]
+    plain = json.loads((tmp_path / "fp32" / MANIFEST_FILE).read_text())["export"]
+    export = json.loads((tmp_path / "int8" / MANIFEST_FILE).read_text())["export"]
     assert "int8" not in plain
     # two scoring layers, each with one packed Q/K/V MatMul instead of three and its attention in ScoredAttention
     assert export["int8"] == {"quantized_matmuls": 20, "quantized_gemms": 2, "fp32_matmuls": 4, **PORTABLE}
@@ -173,8 +174,8 @@ def test_cli_int8(calibrated, tmp_path, unpruned):
     result = CliRunner().invoke(export_command, args)
     assert result.exit_code == 0, result.output
     assert "INT8" in result.output
-    export = json.loads((out / CONFIG_NAME).read_text())["export"]
-    scoring = len(json.loads((out / CONFIG_NAME).read_text())["export"]["pruning_layers"])
+    export = json.loads((out / MANIFEST_FILE).read_text())["export"]
+    scoring = len(json.loads((out / MANIFEST_FILE).read_text())["export"]["pruning_layers"])
     assert export["int8"]["weight_type"] == "QInt8" and export["int8"]["quantized_matmuls"] == 24 - 2 * scoring
     model = onnx.load(str(out / MODEL_FILE))
     assert count_token_prune(model) == export["token_prune_nodes"] == (0 if unpruned else len(export["pruning_layers"]))

@@ -101,7 +101,7 @@ def test_emulated_avx2_saturates_full_range_weights_but_not_portable(tmp_path):
 def int8_graphs(tiny_bert):
     cfg = PruneConfig(rule="threshold", layers=tuple(prune_configs()["threshold", "fixed"]), score_normalizer="fixed")
     plain = to_onnx(wrap(tiny_bert, cfg, mode="drop"), 17)
-    optimized, _ = optimize_pruned(plain, tiny_bert.config.num_attention_heads, tiny_bert.config.hidden_size)
+    optimized, _ = optimize_pruned(plain, tiny_bert.config, cfg.pruning_layers)
     baseline, _ = export_unpruned_optimized(tiny_bert, 17)
     return {
         "pruned": to_int8(plain)[0],

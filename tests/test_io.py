@@ -147,7 +147,7 @@ def artifact_state(path: Path) -> str:
         return "missing"
     try:
         onnx.load(str(path / "model.onnx"))
-        json.loads((path / "tokprune.json").read_text())
+        json.loads((path / "tokprune_manifest.json").read_text())
     except Exception:
         return "partial"
     return "complete"

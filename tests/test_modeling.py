@@ -7,8 +7,9 @@ from conftest import RAGGED_LENGTHS, prune_configs
 import pytest
 import torch
 
+from onnx_tokprune.artifact import kept_output_name, original_positions
 from onnx_tokprune.config import ConfigError, LayerRule, PruneConfig
-from onnx_tokprune.modeling import PrunedEncoder, wrap
+from onnx_tokprune.modeling import PrunedEncoder, kept_positions, wrap
 
 LENGTHS = RAGGED_LENGTHS
 
@@ -20,11 +21,10 @@ def make_config(rule: str, normalizer: str) -> PruneConfig:
     return PruneConfig(rule=rule, layers=tuple(CONFIGS[rule, normalizer]), score_normalizer=normalizer)
 
 
-def kept_sets(record: torch.Tensor, mode: str) -> list[list[int]]:
-    """Kept original positions per row, from a drop-mode ([B,K] positions) or mask-mode ([B,S] 0/1) record."""
-    if mode == "drop":
-        return [sorted(p for p in row.tolist() if p >= 0) for row in record]
-    return [torch.nonzero(row).flatten().tolist() for row in record]
+def kept_sets(record: torch.Tensor) -> list[list[int]]:
+    """Kept original positions per row of a PrunedOutput.kept entry ([B,S] over the input, any mode)."""
+    assert set(torch.unique(record).tolist()) <= {0.0, 1.0}
+    return kept_positions(record)
 
 
 def run(encoder: PrunedEncoder, batch):
@@ -63,7 +63,7 @@ def test_prune_nothing_equals_hf(tiny_bert, batch):
     assert len(out.kept) == 4
     for record in out.kept:
         assert record.shape == (len(LENGTHS), max(LENGTHS))
-        assert kept_sets(record, "drop") == everything
+        assert kept_sets(record) == everything
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(c))
@@ -77,12 +77,14 @@ def test_drop_equals_mask(tiny_bert, batch, case):
     assert len(out_d.kept) == len(out_m.kept) == len(cfg.layers)
     previous = [list(range(n)) for n in LENGTHS]
     removed_some = False
+    composed = original_positions({kept_output_name(layer): k.numpy() for layer, k in zip(cfg.pruning_layers, out_d.kept_index)})
     for layer, rec_d, rec_m in zip(cfg.pruning_layers, out_d.kept, out_m.kept):
-        sets_d, sets_m = kept_sets(rec_d, "drop"), kept_sets(rec_m, "mask")
+        sets_d, sets_m = kept_sets(rec_d), kept_sets(rec_m)
         assert sets_d == sets_m, f"layer {layer}"
-        # drop mode: packed left, original order, padded with -1, K = the largest kept count
-        assert rec_d.shape[1] == max(len(s) for s in sets_d)
-        for row, kept in zip(rec_d.tolist(), sets_d):
+        # drop mode's tensors: packed left, original order, padded with -1, K = the largest kept count
+        packed = composed[kept_output_name(layer)]
+        assert packed.shape[1] == max(len(s) for s in sets_d)
+        for row, kept in zip(packed.tolist(), sets_d):
             assert row == kept + [-1] * (len(row) - len(kept))
         for now, before in zip(sets_d, previous):
             assert now[0] == 0  # CLS stays
@@ -101,7 +103,7 @@ def test_batch_equals_rows_alone(tiny_bert, batch, case):
         alone = run(encoder, tuple(t[b : b + 1, :n] for t in batch))
         torch.testing.assert_close(out.logits[b : b + 1], alone.logits, rtol=0, atol=1e-5)
         for rec_batch, rec_alone in zip(out.kept, alone.kept):
-            assert kept_sets(rec_batch[b : b + 1], "drop") == kept_sets(rec_alone, "drop")
+            assert kept_sets(rec_batch[b : b + 1]) == kept_sets(rec_alone)
             assert rec_alone.min() >= 0  # a single row has no padding
 
 

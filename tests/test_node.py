@@ -28,7 +28,7 @@ from conftest import SST2_SENTENCES
 from onnx_tokprune.cli import calibrate_command, export_command
 from onnx_tokprune.data.text import TextExample
 from onnx_tokprune.runtime import open_artifact
-from onnx_tokprune.runtime.session import original_positions
+from onnx_tokprune.artifact import original_positions
 
 ORT_NODE_VERSION = "1.30.0"
 """Pinned onnxruntime-node (its ORT core is 1.30.0; newest on npm next to the Python onnxruntime 1.32)."""

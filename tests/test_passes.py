@@ -9,7 +9,8 @@ import torch
 
 from conftest import RAGGED_LENGTHS, TINY_LAYERS, prune_configs, ragged_batch
 from onnx_tokprune.config import LayerRule, PruneConfig
-from onnx_tokprune.export.exporter import count_token_prune, kept_output_name, to_onnx
+from onnx_tokprune.artifact import kept_output_name
+from onnx_tokprune.export.exporter import count_token_prune, to_onnx
 from onnx_tokprune.export.passes import embed_layer_norm_fusion, optimize_pruned
 from onnx_tokprune.modeling import wrap
 from onnx_tokprune.scored_attention import ATTENTION_OP_NAME
@@ -30,7 +31,7 @@ def test_fusions_keep_parity_and_fuse_every_layer_that_does_not_score(tiny_bert,
     config = PruneConfig(rule=rule, layers=tuple(CONFIGS[rule, normalizer]), score_normalizer=normalizer)
     encoder = wrap(tiny_bert, config)
     plain = to_onnx(encoder, 17)
-    fused, (report, embed) = optimize_pruned(plain, tiny_bert.config.num_attention_heads, tiny_bert.config.hidden_size)
+    fused, (report, embed) = optimize_pruned(plain, tiny_bert.config, encoder.pruning_layers)
     # the contract: Attention for every layer that does not score, both residual LayerNorms of every
     # layer, every FFN GELU, and the embedding LayerNorm (fused with the embeddings by onnxruntime
     # when layer 0 is plain, else by our rule)
@@ -73,12 +74,12 @@ def test_export_optimize_records_the_pass_and_keeps_parity(tiny_checkpoint, tmp_
     assert runner.invoke(calibrate_command, ["--model", str(tiny_checkpoint), "--data", str(sentences), "--keep", "0.5", "--output", str(ckpt)]).exit_code == 0
     both = runner.invoke(export_command, ["--model", str(ckpt), "--output", str(tmp_path / "int8"), "--optimize", "--int8"])
     assert both.exit_code == 0, both.output
-    export = json.loads((tmp_path / "int8" / "tokprune.json").read_text())["export"]
+    export = json.loads((tmp_path / "int8" / "tokprune_manifest.json").read_text())["export"]
     assert export["int8"]["quantized_attention"] == export["passes"][0]["counts"]["Attention"] == 4 - len(export["pruning_layers"])
     result = runner.invoke(export_command, ["--model", str(ckpt), "--output", str(artifact), "--optimize"])
     assert result.exit_code == 0, result.output
     assert "pass ort_transformer_fusions: " in result.output
-    done, embed = json.loads((artifact / "tokprune.json").read_text())["export"]["passes"]
+    done, embed = json.loads((artifact / "tokprune_manifest.json").read_text())["export"]["passes"]
     assert done["counts"]["SkipLayerNormalization"] == 2 * 4 and done["counts"]["BiasGelu"] == 4
     assert embed["name"] == "embed_layer_norm_fusion" and "pass embed_layer_norm_fusion: " in result.output
     parity = runner.invoke(parity_command, ["--model", str(ckpt), "--artifact", str(artifact), "--data", str(sentences), "--batch-sizes", "1,3"])
@@ -98,7 +99,7 @@ def test_roberta_optimize_fuses_plain_layers_and_leaves_its_positions_alone():
     prune = PruneConfig(rule="top_k", layers=(LayerRule(0, keep_ratio=0.7), LayerRule(2, keep_ratio=0.5)), score_normalizer="fixed")
     encoder = wrap(model, prune)
     plain = to_onnx(encoder, 17)
-    fused, (fusions, embed) = optimize_pruned(plain, 4, 32)
+    fused, (fusions, embed) = optimize_pruned(plain, model.config, encoder.pruning_layers)
     assert fusions.counts == {"Attention": 2, "BiasGelu": 4, "LayerNormalization": 1, "SkipLayerNormalization": 8}
     assert embed.counts == {}
     same, report = embed_layer_norm_fusion(plain)

@@ -32,7 +32,8 @@ def real_artifact(tmp_path_factory):
     tokenizer.save_pretrained(ckpt)
     result.config.save(ckpt)
     encoder = wrap(model, result.config, "drop")
-    artifact = export_artifact(encoder, ckpt, ckpt.parent / "artifact", opset=17)
+    artifact = ckpt.parent / "artifact"
+    export_artifact(encoder, ckpt, artifact, opset=17)
     return encoder, artifact, result
 
 
@@ -74,8 +75,9 @@ def test_fused_artifact_keeps_parity_and_fuses_every_plain_layer(real_artifact, 
     from onnx_tokprune.runtime import open_artifact
 
     encoder, artifact, _ = real_artifact
-    fused = export_artifact(encoder, artifact, tmp_path / "fused", opset=17, optimize=True)
-    fusions, embed = json.loads((fused / "tokprune.json").read_text())["export"]["passes"]
+    fused = tmp_path / "fused"
+    export_artifact(encoder, artifact, fused, opset=17, optimize=True)
+    fusions, embed = json.loads((fused / "tokprune_manifest.json").read_text())["export"]["passes"]
     plain_layers = 6 - len(encoder.pruning_layers)
     assert 0 not in encoder.pruning_layers  # so onnxruntime fuses the embeddings itself and the rule has nothing left
     assert fusions["counts"] == {"EmbedLayerNormalization": 1, "Attention": plain_layers, "BiasGelu": 6, "SkipLayerNormalization": 12}
@@ -111,8 +113,9 @@ def test_fused_layer0_pruning_artifact_keeps_parity(real_artifact, tmp_path):
     sentences = read_texts(glue_dir() / "SST-2" / "train.tsv", limit=64)
     result = calibrate(model, text_encoder, sentences, keep=0.4, layers=(0, 2), progress=False)
     layer0 = wrap(model, result.config, "drop")
-    fused = export_artifact(layer0, artifact, tmp_path / "fused0", opset=17, optimize=True)
-    fusions, embed = json.loads((fused / "tokprune.json").read_text())["export"]["passes"]
+    fused = tmp_path / "fused0"
+    export_artifact(layer0, artifact, fused, opset=17, optimize=True)
+    fusions, embed = json.loads((fused / "tokprune_manifest.json").read_text())["export"]["passes"]
     assert fusions["counts"] == {"LayerNormalization": 1, "Attention": 4, "BiasGelu": 6, "SkipLayerNormalization": 12}
     assert embed["counts"] == {"EmbedLayerNormalization": 1}
     for task, limit in (("SST-2", 32), ("RTE", 12)):

@@ -324,7 +324,7 @@ def _truncate_onnx(path: Path) -> None:
 BROKEN_ARTIFACTS = {
     "truncated model.onnx": (lambda a: _truncate_onnx(a / "model.onnx"), ["model.onnx cannot be loaded", "re-export it"]),
     "foreign graph": (lambda a: _foreign_model(a / "model.onnx"), ["is not a tokprune graph", "logits"]),
-    "no manifest": (lambda a: (a / "tokprune.json").unlink(), ["has no tokprune.json"]),
+    "no manifest": (lambda a: (a / "tokprune_manifest.json").unlink(), ["has no tokprune_manifest.json"]),
     "no tokenizer": (lambda a: (a / "tokenizer.json").unlink(), ["has no tokenizer.json"]),
 }
 
@@ -407,14 +407,14 @@ def _no_matplotlib(monkeypatch) -> None:
 
 
 def _fake_report(artifact: Path):
-    from onnx_tokprune.runtime.bench_suite import VARIANTS, BenchReport, DataResult, VariantResult
+    from onnx_tokprune.bench.suite import VARIANTS, BenchReport, DataResult, VariantResult
 
     variants = [VariantResult(v, 1.0, 1.2, 1.0, 100.0, 1.0, 1.0, 0.5) for v in VARIANTS]
     return BenchReport(str(artifact), "ckpt", 1, 1, "cpu", [], "ort", "torch", "function", [DataResult("data", 10, 12.0, variants)])
 
 
 def test_bench_without_matplotlib_writes_json_and_md(artifact, texts, tmp_path, monkeypatch):
-    import onnx_tokprune.runtime.bench_suite as bench_suite
+    import onnx_tokprune.bench.suite as bench_suite
 
     seen = {}
 

@@ -13,7 +13,7 @@ from conftest import SST2_SENTENCES, assert_one_line_error
 from onnx_tokprune.cli import calibrate_command, export_command, main, show_command
 from onnx_tokprune.data.text import TextExample
 from onnx_tokprune.runtime import ArtifactError, open_artifact
-from onnx_tokprune.runtime.session import original_positions
+from onnx_tokprune.artifact import original_positions
 from onnx_tokprune.runtime.survival import DPI, MAX_WIDTH_IN, Survival, plot_survival, token_survival
 
 pytest.importorskip("matplotlib")

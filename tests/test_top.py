@@ -16,7 +16,8 @@ from onnx_tokprune.scoring import keep_decision, rank_bin, soft_rank_bins_keep
 from onnx_tokprune.training.common import TrainingError
 from onnx_tokprune.training.l0 import HardConcreteGate
 from onnx_tokprune.training.ranking import lambda_arp2, rank_distillation_loss
-from onnx_tokprune.training.top import ToPGates, ToPSettings, expected_relative_flops, match_target_flops
+from onnx_tokprune.training.constraint import FlopsConstraint, GateState, ToPGates, expected_relative_flops, match_target_flops
+from onnx_tokprune.training.top import ToPSettings
 
 SHAPE = EncoderShape(hidden=384, intermediate=1536, layers=6, labels=2, heads=12)
 
@@ -266,3 +267,37 @@ def test_matching_skips_bins_that_change_nothing():
     assert gates.binarized_rules() == (LayerRule(1, bin_mask=(1, 0, 0, 1)),)
     rules, flops, changed = match_target_flops(gates, measure, 1.0, method)
     assert rules == (LayerRule(1, bin_mask=(1, 0, 1, 1)),) and flops == pytest.approx(1.0) and changed == 1
+
+
+def test_flops_constraint_ramps_the_target_and_ascends_its_multipliers():
+    constraint = FlopsConstraint(target_flops=0.4, warmup_steps=10)
+    assert constraint.target(0) == 1.0 and constraint.target(5) == pytest.approx(0.7) and constraint.target(50) == pytest.approx(0.4)
+    expected = torch.tensor(0.9, requires_grad=True)  # above the target: sparsity short by 0.3 - 0.1 at step 5
+    penalty, record = constraint(expected, 5)
+    assert record["target_flops"] == pytest.approx(0.7) and record["expected_flops"] == pytest.approx(0.9)
+    penalty.backward()
+    # the multipliers' gradient is negated (gradient ascent): an optimizer step moves lambda1 along the gap (here
+    # down), so lambda1 * gap, the penalty, grows while the sparsity target is missed
+    assert constraint.lagrange.grad[0] == pytest.approx(-(0.1 - 0.3)) and constraint.lagrange.grad[1] == pytest.approx(-(0.2**2))
+
+
+def test_gate_state_round_trips_and_refuses_what_does_not_fit(tmp_path):
+    gates = ToPGates((1, 3), 4, SHAPE)
+    state = gates.state(0.5, torch.tensor([0.1, 0.2]), [{"step": 1, "expected_flops": 0.9}])
+    (tmp_path / "top_gates.json").write_text(__import__("json").dumps(state.to_json()))
+    again = GateState.load(tmp_path)
+    assert again == state
+    rebuilt = ToPGates.from_state(again, SHAPE)
+    assert torch.allclose(rebuilt.bin_gates.log_alpha, torch.tensor(state.bin_log_alpha))
+    assert rebuilt.binarized_rules() == gates.binarized_rules()
+    with pytest.raises(TrainingError, match="has no top_gates.json"):
+        GateState.load(tmp_path / "elsewhere")
+    with pytest.raises(TrainingError, match="bin_log_alpha"):
+        GateState.from_json({**state.to_json(), "bin_log_alpha": [[0.0]]})
+    with pytest.raises(TrainingError, match="target_flops"):
+        GateState.from_json({**state.to_json(), "target_flops": 1.5})
+    with pytest.raises(TrainingError, match="unknown key"):
+        GateState.from_json({**state.to_json(), "extra": 1})
+    # a checkpoint from before the file: its provenance held the log-alphas
+    legacy = {"target_flops": 0.7, "candidate_layers": [1], "bin_log_alpha": [[1.0, -1.0]], "layer_log_alpha": [1.0], "task": "sst2"}
+    assert GateState.load(tmp_path / "elsewhere", legacy).candidate_layers == [1]

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from conftest import make_small_glue
 from onnx_tokprune.cli import eval_command, export_command, main
+from onnx_tokprune.training.constraint import GateState
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,12 @@ def test_top_checkpoint_holds_binarised_gates(top_checkpoint):
     assert provenance["candidate_layers"] == [1, 2] and provenance["rank_layers"] == [1]
     assert {layer["layer"] for layer in config["layers"]} <= {1, 2}
     assert all(0 in layer["bin_mask"] and len(layer["bin_mask"]) == 5 for layer in config["layers"])
-    history = provenance["history"]
+    # the gate state lives in its own typed file, not in the provenance
+    assert not {"bin_log_alpha", "layer_log_alpha", "history", "lagrange"} & set(provenance)
+    state = GateState.load(top_checkpoint)
+    assert state.candidate_layers == [1, 2] and len(state.bin_log_alpha) == 2 and len(state.bin_log_alpha[0]) == 5
+    assert state.target_flops == 0.4 and len(state.lagrange) == 2
+    history = state.history
     assert history and history[-1]["target_flops"] == pytest.approx(0.4)
     assert abs(history[-1]["expected_flops"] - 0.4) < 0.15, "the Lagrangian did not pull FLOPs towards the target"
 
@@ -67,7 +73,7 @@ def test_top_export_has_one_node_per_pruning_layer_and_agrees(top_checkpoint, sm
     config = json.loads((top_checkpoint / "tokprune.json").read_text())
     artifact, report = tmp_path / "art", tmp_path / "eval.json"
     assert CliRunner().invoke(export_command, ["--model", str(top_checkpoint), "--output", str(artifact)]).exit_code == 0
-    manifest = json.loads((artifact / "tokprune.json").read_text())
+    manifest = json.loads((artifact / "tokprune_manifest.json").read_text())
     assert manifest["export"]["token_prune_nodes"] == len(config["layers"])
     assert manifest["export"]["pruning_layers"] == [layer["layer"] for layer in config["layers"]]
     result = CliRunner().invoke(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from onnx_tokprune.io import write_json_atomic
 from onnx_tokprune.data.text import read_texts
-from onnx_tokprune.runtime.bench import latency_table, measure_latency, to_json
+from onnx_tokprune.bench.latency import latency_table, measure_latency, to_json
 
 TASKS = {"SST-2": "sst2", "RTE": "rte"}
 

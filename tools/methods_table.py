@@ -3,7 +3,7 @@
 Reads the eval JSONs of tools/ltp_glue.sh (LTP_OUT/<task>_{ft,ltp}_eval.json) and tools/top_glue.sh
 (TOP_OUT/<task>_top_eval.json), then times the LTP and ToP artifacts against the task's unpruned
 export (LTP_OUT/<task>_ft-unpruned-onnx: fused by onnxruntime in the current scripts) in one process
-(batch 1, median of repeats, thread spinning off, chunked schedule; `runtime.bench`).
+(batch 1, median of repeats, thread spinning off, chunked schedule; `bench.latency`).
 Prints the Markdown table and writes TOP_OUT/methods.{md,json}.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from onnx_tokprune.io import write_json_atomic
 from onnx_tokprune.data.text import read_texts
-from onnx_tokprune.runtime.bench import measure_latency, to_json
+from onnx_tokprune.bench.latency import measure_latency, to_json
 from onnx_tokprune.runtime.kernel import find_kernel
 
 DEV = {"sst2": "SST-2", "mrpc": "MRPC", "rte": "RTE", "cola": "CoLA", "stsb": "STS-B"}
@@ -68,7 +68,7 @@ def main() -> None:
     footer = (
         f"\nCPU: {timings[0].cpu}; onnxruntime {timings[0].onnxruntime}; {args.threads} intra-op threads; batch 1; "
         f"latency over the first {args.samples} dev sentences, each the median of {args.repeats} runs, pruned, unpruned and "
-        "oracle taking turns 16 sentences at a time in one process (runtime.bench.timed_chunks). Speedup is the unpruned export's time over the pruned one's; removal efficiency "
+        "oracle taking turns 16 sentences at a time in one process (bench.timing.timed_chunks). Speedup is the unpruned export's time over the pruned one's; removal efficiency "
         "is the time of the unpruned graph on as many tokens as give the pruned run's FLOPs over the pruned time. "
         "(function) = TokenPrune and ScoredAttention as their portable ONNX functions, (kernel) = the compiled kernels (custom_ops/)."
     )

@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from onnx_tokprune.runtime.bench_suite import from_json, markdown
+from onnx_tokprune.bench.suite import from_json, markdown
 
 
 def main() -> None:

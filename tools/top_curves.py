@@ -1,5 +1,5 @@
 """PNG of a ToP run's constraint: expected relative FLOPs vs the ramped target, the Lagrange
-multipliers and the ranking loss over training steps (from the checkpoint's tokprune.json history).
+multipliers and the ranking loss over training steps (from the checkpoint's top_gates.json history).
 
 Usage: python tools/top_curves.py out/top/sst2_top [out/top/mrpc_top ...] --png out/top/top_curves.png
 """
@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 
 import matplotlib
+
+from onnx_tokprune.training.constraint import GateState
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -24,7 +26,7 @@ def main() -> None:
     fig, axes = plt.subplots(3, len(args.checkpoints), figsize=(5 * len(args.checkpoints), 9), squeeze=False, sharex="col")
     for col, ckpt in enumerate(args.checkpoints):
         provenance = json.loads((ckpt / "tokprune.json").read_text())["provenance"]
-        history = provenance["history"]
+        history = GateState.load(ckpt, provenance).history
         steps = [h["step"] for h in history]
         top, mid, low = axes[0][col], axes[1][col], axes[2][col]
         top.plot(steps, [h["expected_flops"] for h in history], label="expected relative FLOPs")

@@ -1,10 +1,10 @@
-"""PyTorch PrunedEncoder -> ONNX artifact directory (model.onnx, config, tokenizer, manifest)."""
+"""PyTorch PrunedEncoder -> ONNX artifact directory (the contract: onnx_tokprune.artifact)."""
 
 from __future__ import annotations
 
 import io
+import json
 import os
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -12,58 +12,60 @@ from typing import Any
 import onnx
 import torch
 
-from onnx_tokprune.config import CONFIG_NAME
+from onnx_tokprune.architectures import spec_for
+from onnx_tokprune.artifact import LOGITS_OUTPUT, MODEL_INPUTS, ExportInfo, Manifest, PassRecord, kept_output_name, write_artifact
 from onnx_tokprune.errors import ExportError
 from onnx_tokprune.export.op import add_scored_attention_function, add_token_prune_function
 from onnx_tokprune.export.quantize import DEFAULT_INT8
-from onnx_tokprune.io import atomic_output_dir, check_output_dir, write_json_atomic
+from onnx_tokprune.io import check_output_dir
 from onnx_tokprune.modeling import PrunedEncoder
 from onnx_tokprune.scoring import OP_DOMAIN, OP_NAME, OP_VERSION
 
 MIN_OPSET = 17
 MAX_OPSET = 18
-MODEL_FILE = "model.onnx"
-INPUT_NAMES = ["input_ids", "attention_mask", "token_type_ids"]
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json", "vocab.json", "merges.txt")
-
-
-def kept_output_name(layer: int) -> str:
-    return f"kept_index_{layer}"
 
 
 class _Exportable(torch.nn.Module):
     """Flattens PrunedOutput into (logits, kept_index_<l>...): each layer's raw TokenPrune kept_index
-    (positions in that layer's input); `runtime.original_positions` composes them."""
+    (positions in that layer's input); `artifact.original_positions` composes them."""
 
-    def __init__(self, encoder: PrunedEncoder) -> None:
+    def __init__(self, encoder: PrunedEncoder, inputs: tuple[str, ...]) -> None:
         super().__init__()
         self.encoder = encoder
+        self.inputs = inputs
 
-    def forward(self, input_ids, attention_mask, token_type_ids):
-        out = self.encoder(input_ids, attention_mask, token_type_ids)
+    def forward(self, *args):
+        out = self.encoder(**dict(zip(self.inputs, args)))
         return (out.logits, *out.kept_index)
 
 
+def check_opset(opset: int) -> None:
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ExportError(f"opset {opset} is not supported: use {MIN_OPSET} or {MAX_OPSET}")
+
+
 def legacy_export(
-    module: torch.nn.Module, vocab_size: int, output_axes: dict[str, dict[int, str]], opset: int, custom_opsets: dict[str, int] | None = None
+    module: torch.nn.Module, vocab_size: int, output_axes: dict[str, dict[int, str]], opset: int,
+    custom_opsets: dict[str, int] | None = None, inputs: tuple[str, ...] = MODEL_INPUTS,
 ) -> onnx.ModelProto:
-    """TorchScript-exporter (dynamo=False, DESIGN.md §4) export of a module taking INPUT_NAMES, with
-    dynamic batch and sequence; `output_axes` names the outputs (in order) and their dynamic axes."""
+    """TorchScript-exporter (dynamo=False, docs/design.md §4) export of a module taking `inputs` (names
+    from artifact.MODEL_INPUTS), with dynamic batch and sequence; `output_axes` names the outputs (in
+    order) and their dynamic axes."""
     seq = 16
-    example = (
-        (torch.arange(2 * seq).view(2, seq) * 7 + 5) % vocab_size,
-        torch.ones(2, seq, dtype=torch.long),
-        torch.zeros(2, seq, dtype=torch.long),
-    )
-    axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES} | output_axes
+    values = {
+        "input_ids": (torch.arange(2 * seq).view(2, seq) * 7 + 5) % vocab_size,
+        "attention_mask": torch.ones(2, seq, dtype=torch.long),
+        "token_type_ids": torch.zeros(2, seq, dtype=torch.long),
+    }
+    axes = {name: {0: "batch", 1: "sequence"} for name in inputs} | output_axes
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
-            example,
+            tuple(values[name] for name in inputs),
             buf,
-            input_names=INPUT_NAMES,
+            input_names=list(inputs),
             output_names=list(output_axes),
             dynamic_axes=axes,
             opset_version=opset,
@@ -75,14 +77,14 @@ def legacy_export(
 
 def to_onnx(encoder: PrunedEncoder, opset: int = MIN_OPSET) -> onnx.ModelProto:
     """Export a drop-mode PrunedEncoder (or an unpruned one: config None) to an ONNX model."""
-    if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise ExportError(f"opset {opset} is not supported: use {MIN_OPSET} or {MAX_OPSET}")
+    check_opset(opset)
     if encoder.mode != "drop":
         raise ExportError("only drop mode is exported: mask mode keeps pruned tokens in the tensors")
-    axes = {"logits": {0: "batch"}}
+    inputs = spec_for(encoder.model.config).inputs
+    axes = {LOGITS_OUTPUT: {0: "batch"}}
     axes.update({kept_output_name(layer): {0: "batch", 1: f"kept_{layer}"} for layer in encoder.pruning_layers})
     custom = {OP_DOMAIN: OP_VERSION} if encoder.pruning_layers else None
-    model = legacy_export(_Exportable(encoder).eval(), encoder.model.config.vocab_size, axes, opset, custom)
+    model = legacy_export(_Exportable(encoder, inputs).eval(), encoder.model.config.vocab_size, axes, opset, custom, inputs)
     if encoder.pruning_layers:
         add_token_prune_function(model, encoder.config.rule, encoder.config.bin_rounding)
         add_scored_attention_function(model, encoder.num_heads, encoder.head_dim, encoder.config.normalizer_constant())
@@ -95,27 +97,29 @@ def count_token_prune(model: onnx.ModelProto) -> int:
 
 
 def manifest(
-    encoder: PrunedEncoder, model: onnx.ModelProto, opset: int, source: str, int8: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """The artifact's tokprune.json: the pruning config plus what the export produced (`int8`: the
-    quantization counts of an INT8 export, recorded as export.int8)."""
+    encoder: PrunedEncoder, model: onnx.ModelProto, opset: int, source: str,
+    passes: list[PassRecord] | tuple[PassRecord, ...] = (), int8: dict[str, Any] | None = None,
+) -> Manifest:
+    """The artifact's manifest: the pruning config plus what the export produced (`int8`: the
+    quantization counts of an INT8 export)."""
     cfg = encoder.config
-    data: dict[str, Any] = cfg.to_json() if cfg is not None else {"layers": []}
-    data["export"] = {
-        "opset": opset,
-        "op": {"domain": OP_DOMAIN, "name": OP_NAME, "version": OP_VERSION},
-        "token_prune_nodes": count_token_prune(model),
-        "pruning_layers": list(encoder.pruning_layers),
-        "folded_parameters": {
-            str(rule.layer): dict(zip(("threshold", "bin_mask", "keep_ratio"), rule.op_params()))
+    export = ExportInfo(
+        opset=opset,
+        source=source,
+        architecture=encoder.model.config.model_type,
+        pruning_layers=tuple(encoder.pruning_layers),
+        outputs=tuple(o.name for o in model.graph.output),
+        token_prune_nodes=count_token_prune(model),
+        op={"domain": OP_DOMAIN, "name": OP_NAME, "version": OP_VERSION},
+        folded_parameters={
+            str(rule.layer): {"threshold": threshold, "bin_mask": list(bins), "keep_ratio": ratio}
             for rule in (cfg.layers if cfg is not None else ())
+            for threshold, bins, ratio in [rule.op_params()]
         },
-        "outputs": [o.name for o in model.graph.output],
-        "source": source,
-    }
-    if int8 is not None:
-        data["export"]["int8"] = int8
-    return data
+        passes=tuple(passes),
+        int8=int8,
+    )
+    return Manifest(export=export, pruning=cfg)
 
 
 def export_artifact(
@@ -127,55 +131,39 @@ def export_artifact(
     int8: bool = False,
     optimize: bool = False,
     int8_setting: str = DEFAULT_INT8,
-) -> Path:
-    """Write an artifact dir atomically: built in a temp dir beside `output`, renamed at the end.
+) -> Manifest:
+    """Write an artifact dir atomically (artifact.write_artifact) and return its manifest.
 
-    `optimize`: onnxruntime's BERT fusions and the embedding rule (export.passes.optimize_pruned;
-    a scoring layer's attention stays its ScoredAttention node). An
-    unpruned encoder (config None) is then exported from the HF model itself and fully fused
-    (export.baseline: Attention included), the baseline a practitioner would deploy.
+    `optimize`: onnxruntime's transformer fusions and the embedding rule, held to the architecture's
+    fusion contract (export.passes.optimize_pruned; a scoring layer's attention stays its
+    ScoredAttention node). An unpruned encoder (config None) is then exported from the HF model
+    itself and fully fused (export.baseline: Attention included), the baseline a practitioner would deploy.
     `int8`: dynamic INT8 quantization of the weight MatMul/Gemm nodes (export.quantize.to_int8) with
     `int8_setting` (export.quantize.INT8_SETTINGS: "portable" is correct on every x86-64 CPU).
     """
     check_output_dir(Path(output), force)
-    passes: list[dict[str, Any]] = []
+    passes: list[PassRecord] = []
     int8_info = None
+    hf = encoder.model.config
     if optimize and encoder.config is None:
         from onnx_tokprune.export.baseline import export_unpruned_optimized, quantize_unpruned_optimized
 
         model, report = export_unpruned_optimized(encoder.model, opset)
-        passes.append(report.to_json())
+        passes.append(report)
         if int8:
             model, int8_info = quantize_unpruned_optimized(model, int8_setting)
-        return _write_artifact(encoder, model, model_dir, output, opset, force, int8_info, passes)
-    if optimize:
-        from onnx_tokprune.export.passes import optimize_pruned
-
-        hf = encoder.model.config
-        model, reports = optimize_pruned(to_onnx(encoder, opset), hf.num_attention_heads, hf.hidden_size)
-        passes.extend(report.to_json() for report in reports)
     else:
         model = to_onnx(encoder, opset)
-    if int8:
-        from onnx_tokprune.export.quantize import to_int8
+        if optimize:
+            from onnx_tokprune.export.passes import optimize_pruned
 
-        model, int8_info = to_int8(model, int8_setting)
-    return _write_artifact(encoder, model, model_dir, output, opset, force, int8_info, passes)
+            model, reports = optimize_pruned(model, hf, encoder.pruning_layers)
+            passes.extend(reports)
+        if int8:
+            from onnx_tokprune.export.quantize import to_int8
 
-
-def _write_artifact(encoder, model, model_dir, output, opset, force, int8_info, passes) -> Path:
-    with atomic_output_dir(output, force) as tmp:
-        onnx.save(model, str(tmp / MODEL_FILE))
-        encoder.model.config.save_pretrained(tmp)
-        copy_tokenizer_files(model_dir, tmp)
-        data = manifest(encoder, model, opset, str(model_dir), int8_info)
-        data["export"]["passes"] = passes
-        write_json_atomic(tmp / CONFIG_NAME, data)
-    return Path(output)
-
-
-def copy_tokenizer_files(src_dir: str | os.PathLike, dst_dir: Path) -> None:
-    for name in TOKENIZER_FILES:
-        src = Path(src_dir) / name
-        if src.is_file():
-            shutil.copy2(src, dst_dir / name)
+            model, int8_info = to_int8(model, int8_setting)
+    record = manifest(encoder, model, opset, str(model_dir), passes, int8_info)
+    # the full config, defaults included: readers without transformers (runtime, FLOPs) find every field
+    write_artifact(output, model, json.loads(hf.to_json_string(use_diff=False)), model_dir, record, force)
+    return record

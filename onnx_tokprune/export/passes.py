@@ -1,20 +1,25 @@
-"""Graph passes on an exported graph; each returns the rewritten model and how often it fired.
+"""Graph passes on an exported graph; each returns the rewritten model and a PassRecord (how often it fired).
 
-- `ort_transformer_fusions`: onnxruntime's BERT optimizer (EmbedLayerNormalization, Attention,
-  SkipLayerNormalization, BiasGelu, ...). Layers that do not score fuse to Attention; a scoring
-  layer's attention is one `tokprune::ScoredAttention` node (it also yields the score, DESIGN.md §4),
-  which the fuser leaves alone: the pass checks that every one survived. It runs at opt_level 0
-  because the graph holds custom-domain nodes; the model's functions and their opset import are
-  carried over.
+- `ort_transformer_fusions`: onnxruntime's transformer optimizer for the architecture's fuser model
+  type (EmbedLayerNormalization, Attention, SkipLayerNormalization, BiasGelu, ...). Layers that do
+  not score fuse to Attention; a scoring layer's attention is one `tokprune::ScoredAttention` node
+  (it also yields the score, docs/design.md §4), which the fuser leaves alone: the pass checks that
+  every one survived. It runs at opt_level 0 because the graph holds custom-domain nodes; the
+  model's functions and their opset import are carried over.
 - `embed_layer_norm_fusion`: an onnxscript rewrite rule (EmbedLayerNormFusion) that fuses BERT's
   embeddings into EmbedLayerNormalization where onnxruntime's fuser did not (layer 0 scores).
+
+The fused-op counts are the contract: `optimize_pruned` (and export.baseline) end with
+`check_fusions`, which refuses a graph that holds fewer fused ops than the architecture's spec
+expects (ArchitectureSpec.expected_fusions) and names the fusion that fell short.
 """
 
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -22,26 +27,12 @@ import onnx_ir as ir
 from onnxscript.optimizer import remove_unused_nodes
 from onnxscript.rewriter import pattern
 
+from onnx_tokprune.architectures import ArchitectureSpec, spec_for
+from onnx_tokprune.artifact import PassRecord
 from onnx_tokprune.errors import PassError
 from onnx_tokprune.export.op import carry_over_functions
 from onnx_tokprune.scored_attention import ATTENTION_OP_NAME
 from onnx_tokprune.scoring import OP_DOMAIN
-
-
-@dataclass
-class PassReport:
-    """What a pass did: its name and, per rewritten op type, how many nodes it produced."""
-
-    name: str
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        return {"name": self.name, "counts": dict(self.counts)}
-
-
-def describe_counts(counts: dict[str, int]) -> str:
-    """"Attention 4, BiasGelu 6" from a pass's recorded counts; "did not fire" when it rewrote nothing."""
-    return ", ".join(f"{k} {v}" for k, v in counts.items()) or "did not fire"
 
 
 def _scored_attention_nodes(model: onnx.ModelProto) -> list[tuple[str, ...]]:
@@ -49,23 +40,47 @@ def _scored_attention_nodes(model: onnx.ModelProto) -> list[tuple[str, ...]]:
     return [tuple(n.output) for n in model.graph.node if n.domain == OP_DOMAIN and n.op_type == ATTENTION_OP_NAME]
 
 
-def ort_transformer_fusions(model: onnx.ModelProto, num_heads: int, hidden_size: int) -> tuple[onnx.ModelProto, PassReport]:
-    """Apply onnxruntime's BERT fusions; report the fused-op counts (non-zero ones)."""
+def run_ort_fuser(model: onnx.ModelProto, spec: ArchitectureSpec, hf_config: Any, opt_level: int | None = None) -> tuple[onnx.ModelProto, dict[str, int]]:
+    """onnxruntime.transformers.optimizer.optimize_model on `model` with the spec's fuser model type
+    and the config's head count and width; returns the fused model and the non-zero fused-op counts.
+    `opt_level=0` for graphs with custom-domain nodes (onnxruntime's own graph optimizations would
+    need their kernels)."""
     from onnxruntime.transformers.optimizer import optimize_model
 
-    scoring = _scored_attention_nodes(model)
+    heads, hidden = spec.fields.get(hf_config, "heads"), spec.fields.get(hf_config, "hidden")
     with tempfile.TemporaryDirectory(prefix="tokprune-fuse-") as tmp:
         path = Path(tmp) / "model.onnx"
         onnx.save(model, str(path))
-        optimizer = optimize_model(str(path), model_type="bert", num_heads=num_heads, hidden_size=hidden_size, opt_level=0)
+        optimizer = optimize_model(str(path), model_type=spec.fuser_model_type, num_heads=heads, hidden_size=hidden, opt_level=opt_level)
         counts = {k: int(v) for k, v in optimizer.get_fused_operator_statistics().items() if v}
-        fused = optimizer.model
+        return optimizer.model, counts
+
+
+def ort_transformer_fusions(model: onnx.ModelProto, hf_config: Any) -> tuple[onnx.ModelProto, PassRecord]:
+    """Apply onnxruntime's transformer fusions to a pruned graph; report the fused-op counts."""
+    scoring = _scored_attention_nodes(model)
+    fused, counts = run_ort_fuser(model, spec_for(hf_config), hf_config, opt_level=0)
     if _scored_attention_nodes(fused) != scoring:
         raise PassError("onnxruntime's fuser changed a scoring layer's ScoredAttention node: export without --optimize")
     carry_over_functions(model, fused)
     contrib = {n.domain for n in fused.graph.node} - {"", "ai.onnx", OP_DOMAIN}
     fused.opset_import.extend(onnx.helper.make_opsetid(d, 1) for d in sorted(contrib - {o.domain for o in fused.opset_import}))
-    return fused, PassReport("ort_transformer_fusions", counts)
+    return fused, PassRecord("ort_transformer_fusions", counts)
+
+
+def check_fusions(model: onnx.ModelProto, hf_config: Any, scoring_layers: tuple[int, ...] = ()) -> dict[str, int]:
+    """PassError naming the first fused op of the architecture's contract (spec.expected_fusions)
+    that the graph holds fewer of than expected; returns the expected counts."""
+    spec = spec_for(hf_config)
+    expected = spec.expected_fusions(spec.fields.get(hf_config, "layers"), tuple(scoring_layers))
+    found = Counter(n.op_type for n in model.graph.node)
+    for op, want in expected.items():
+        if found[op] < want:
+            raise PassError(
+                f"the optimized graph holds {found[op]} {op} node(s) where {spec.model_type}'s fusion contract expects {want} "
+                f"(scoring layers {list(scoring_layers)}): onnxruntime's fuser did not match this export; export without --optimize"
+            )
+    return expected
 
 
 class EmbedLayerNormFusion(pattern.RewriteRuleClassBase):
@@ -110,23 +125,45 @@ class EmbedLayerNormFusion(pattern.RewriteRuleClassBase):
         return output
 
 
-def embed_layer_norm_fusion(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassReport]:
-    """Fuse BERT's embeddings into EmbedLayerNormalization where onnxruntime's fuser did not
-    (EmbedLayerNormFusion); the model's functions are left as they are."""
+def _ir_graph(model: onnx.ModelProto) -> ir.Model:
     stripped = onnx.ModelProto()
     stripped.CopyFrom(model)
     del stripped.functions[:]  # the rewriter would also walk (and constant-fold) the function bodies
-    ir_model = ir.serde.deserialize_model(stripped)
-    count = pattern.RewriteRuleSet([EmbedLayerNormFusion.rule()]).apply_to_model(ir_model)
-    remove_unused_nodes(ir_model)  # the position-id Slice and its shape arithmetic
+    return ir.serde.deserialize_model(stripped)
+
+
+def refusals(rule: pattern.RewriteRule, model: onnx.ModelProto) -> tuple[str, ...]:
+    """The reasons `rule`'s check gave where its pattern matched `model` (a dry run: onnxscript's
+    tracer records the best near-matches and rewrites nothing)."""
+    tracer = pattern.MatchingTracer()
+    pattern.RewriteRuleSet([rule]).apply_to_model(_ir_graph(model), tracer=tracer)
+    reasons = (m.match_result.reason for matches in tracer.best_matches_map.values() for m in matches
+               if m.status == pattern.MatchStatus.CONDITION_FAILED and m.match_result.reason)
+    return tuple(dict.fromkeys(reasons))
+
+
+def apply_rule(rule: pattern.RewriteRule, model: onnx.ModelProto, name: str, fused_op: str) -> tuple[onnx.ModelProto, PassRecord]:
+    """Apply one rewrite rule to a graph (its functions are left as they are); the record counts the
+    `fused_op` nodes it made or, when it made none, gives its check's reasons at the near-matches."""
+    ir_model = _ir_graph(model)
+    count = pattern.RewriteRuleSet([rule]).apply_to_model(ir_model)
+    remove_unused_nodes(ir_model)  # what the replaced nodes alone consumed
     fused = carry_over_functions(model, ir.serde.serialize_model(ir_model))
     if count and not any(o.domain == "com.microsoft" for o in fused.opset_import):
         fused.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
-    return fused, PassReport("embed_layer_norm_fusion", {"EmbedLayerNormalization": count} if count else {})
+    return fused, PassRecord(name, {fused_op: count} if count else {}, () if count else refusals(rule, model))
 
 
-def optimize_pruned(model: onnx.ModelProto, num_heads: int, hidden_size: int) -> tuple[onnx.ModelProto, list[PassReport]]:
-    """`tokprune-export --optimize` on a pruned graph: onnxruntime's fusions, then the embedding rule."""
-    fused, fusions = ort_transformer_fusions(model, num_heads, hidden_size)
+def embed_layer_norm_fusion(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassRecord]:
+    """Fuse BERT's embeddings into EmbedLayerNormalization where onnxruntime's fuser did not
+    (EmbedLayerNormFusion); the record says why the rule refused when it matched but did not fire."""
+    return apply_rule(EmbedLayerNormFusion.rule(), model, "embed_layer_norm_fusion", "EmbedLayerNormalization")
+
+
+def optimize_pruned(model: onnx.ModelProto, hf_config: Any, scoring_layers: tuple[int, ...]) -> tuple[onnx.ModelProto, list[PassRecord]]:
+    """`tokprune-export --optimize` on a pruned graph: onnxruntime's fusions, then the embedding rule,
+    then the architecture's fusion contract (check_fusions)."""
+    fused, fusions = ort_transformer_fusions(model, hf_config)
     fused, embed = embed_layer_norm_fusion(fused)
+    check_fusions(fused, hf_config, scoring_layers)
     return fused, [fusions, embed]

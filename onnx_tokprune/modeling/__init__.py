@@ -11,19 +11,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from onnx_tokprune.architectures import spec_for
 from onnx_tokprune.config import CONFIG_NAME, PruneConfig
 from onnx_tokprune.errors import CheckpointError
-from onnx_tokprune.modeling.bert import BertAdapter
-from onnx_tokprune.modeling.encoder import MODES, PrunedEncoder, PrunedOutput
-from onnx_tokprune.modeling.roberta import RobertaAdapter
+from onnx_tokprune.modeling.encoder import MODES, PrunedEncoder, PrunedOutput, kept_positions
 
-ADAPTERS = {t: a for a in (BertAdapter, RobertaAdapter) for t in a.model_types}
 WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 TOKENIZER_FILE_SETS = (
     ("tokenizer.json",), ("vocab.txt",), ("vocab.json", "merges.txt"), ("spiece.model",), ("sentencepiece.bpe.model",), ("tokenizer.model",),
 )
 TOKENIZER_FILES_TEXT = "tokenizer.json, vocab.txt, vocab.json + merges.txt, or a sentencepiece model"
-REQUIRED_CONFIG_KEYS = ("num_hidden_layers", "num_attention_heads", "hidden_size")
 HEADS = ("trained", "if_missing", "new")
 """What `load_classifier` accepts: "trained" a sequence classifier and its head; "if_missing" that or a
 bare encoder (new head); "new" also a pretraining checkpoint (*ForMaskedLM, *ForPreTraining), and the
@@ -78,9 +75,8 @@ def read_model_type(model_dir: str | os.PathLike) -> dict:
 
 def check_model_config(hf: dict, where: str) -> None:
     """A supported model_type and the structural keys HF would otherwise fill with silent defaults."""
-    if hf.get("model_type") not in ADAPTERS:
-        raise CheckpointError(f"{where}: architecture {hf.get('model_type')!r} is not supported (supported: {', '.join(sorted(ADAPTERS))})")
-    for key in REQUIRED_CONFIG_KEYS:
+    spec = spec_for(hf, where)
+    for key in spec.fields.required():
         value = hf.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             problem = "is missing" if key not in hf else f"must be a positive integer, got {value!r}"
@@ -280,7 +276,7 @@ def load_tokenizer(path_or_name: str | os.PathLike, local: bool = True):
 
 def wrap(model, config: PruneConfig | None, mode: str = "drop", **kwargs) -> PrunedEncoder:
     """Wrap a loaded HF sequence classifier into a PrunedEncoder (eval mode)."""
-    adapter = ADAPTERS[model.config.model_type](model)
+    adapter = spec_for(model.config).adapter(model)
     return PrunedEncoder(adapter, config, mode, **kwargs).eval()
 
 
@@ -292,14 +288,15 @@ def load_pruned(
     hf = check_checkpoint(model_dir, "trained" if num_labels is None else "if_missing", tokenizer=False)
     config = None
     if require_config or (Path(model_dir) / CONFIG_NAME).is_file():
-        positions = hf.get("max_position_embeddings")
+        fields = spec_for(hf).fields
+        positions = fields.get(hf, "max_positions")
         positions = positions if type(positions) is int and positions > 0 else None
-        config = PruneConfig.load(model_dir, num_hidden_layers=hf["num_hidden_layers"], max_positions=positions)
+        config = PruneConfig.load(model_dir, num_hidden_layers=fields.get(hf, "layers"), max_positions=positions)
     model = load_classifier(model_dir, "trained" if num_labels is None else "if_missing", num_labels=num_labels)
     return wrap(model, config, mode)
 
 
 __all__ = [
-    "ADAPTERS", "CheckpointError", "MODES", "PrunedEncoder", "PrunedOutput", "check_checkpoint", "check_tokenizer_files",
-    "load_classifier", "load_pruned", "load_tokenizer", "local_checkpoint", "read_model_type", "wrap",
+    "CheckpointError", "MODES", "PrunedEncoder", "PrunedOutput", "check_checkpoint", "check_tokenizer_files",
+    "kept_positions", "load_classifier", "load_pruned", "load_tokenizer", "local_checkpoint", "read_model_type", "wrap",
 ]

@@ -1,15 +1,15 @@
-"""The pruned encoder: an HF classifier's forward re-implemented with TokenPrune between layers.
+"""The pruned encoder: an HF classifier's forward re-implemented with a decision between layers.
 
-Modes over the same weights and decisions (DESIGN.md §2):
-- ``drop``: removed tokens leave the tensors (the ground truth the ONNX graph must match);
-- ``mask``: the papers' simulation, full length with removed tokens masked out of attention;
-- ``soft``: LTP's soft stage (threshold rule only): thresholds are trainable parameters and each
-  pruning layer's output is multiplied by sigmoid((score - threshold) / temperature) per token
-  (CLS 1, padding 0); nothing is removed or masked.
+Each pruning layer holds one decision object (onnx_tokprune.decisions); the mode picks which
+(docs/design.md §2):
+- ``drop``: the config's hard rule; removed tokens leave the tensors (the ground truth the ONNX
+  graph must match);
+- ``mask``: the same rule as the papers simulate it: full length, removed tokens masked out of attention;
+- ``soft``: LTP's soft stage (threshold rule): a trainable threshold, each token's output times
+  sigmoid((score - threshold) / T);
 - ``gate``: ToP's training stage (rank_bins rule): `forward(..., gates={layer: (bin_gates [B],
-  layer_gate [])})` takes hard-concrete samples; each pruning layer's output is multiplied by the
-  token's bin gate (scoring.soft_rank_bins_keep) and tokens whose value is exactly 0 are masked from
-  then on, so with 0/1 gates this is mask mode.
+  layer_gate [])})` takes hard-concrete samples; a token's output is multiplied by its bin's gate and a
+  token whose value is exactly 0 is masked from then on, so with 0/1 gates this is mask mode.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from onnx_tokprune.config import PruneConfig
+from onnx_tokprune.decisions import Decision, build_decisions
 from onnx_tokprune.scored_attention import mask_bias, mask_rows, scored_attention, split_heads
-from onnx_tokprune.scoring import importance_score, keep_decision, soft_rank_bins_keep, token_prune
+from onnx_tokprune.scoring import importance_score
 
 MODES = ("drop", "mask", "soft", "gate")
 
@@ -32,12 +33,18 @@ MODES = ("drop", "mask", "soft", "gate")
 class PrunedOutput(NamedTuple):
     logits: torch.Tensor
     kept: tuple[torch.Tensor, ...]
-    """Per pruning layer: drop mode — original positions [B,K] (-1 = padding);
-    mask mode — the keep mask [B,S] (1 = kept); soft mode — the soft mask [B,S] in [0, 1]."""
+    """Per pruning layer, [B,S] over the input positions, in every mode: 1 where the token is still
+    present after that layer, 0 where it was removed there or earlier (padding 0); for the soft
+    decisions (soft, gate modes) the layer's own multiplier in [0, 1]. Empty while exporting."""
     kept_index: tuple[torch.Tensor, ...] = ()
     """Drop mode: per pruning layer, TokenPrune's kept_index (positions in that layer's input)."""
     scores: dict[int, torch.Tensor] | None = None
     """Importance score [B,S] per pruning or observed layer (mask, soft and gate modes)."""
+
+
+def kept_positions(kept: torch.Tensor) -> list[list[int]]:
+    """Per row of a PrunedOutput.kept entry, the input positions still present, ascending."""
+    return [torch.nonzero(row > 0).flatten().tolist() for row in kept]
 
 
 class PrunedEncoder(nn.Module):
@@ -54,10 +61,6 @@ class PrunedEncoder(nn.Module):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if mode == "soft" and (config is None or config.rule != "threshold"):
-            raise ValueError("soft mode needs a threshold-rule config (LTP)")
-        if mode == "gate" and (config is None or config.rule != "rank_bins"):
-            raise ValueError("gate mode needs a rank_bins-rule config (ToP)")
         self.observe_layers = tuple(observe_layers)
         self.temperature = temperature
         self.adapter = adapter
@@ -72,21 +75,14 @@ class PrunedEncoder(nn.Module):
             config.check_model(self.num_layers)
         self.score_hook: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None
         """Called as hook(layer, score, mask) at each pruning layer before it decides (calibration)."""
-        self._params: dict[int, tuple[str, str, str]] = {}
-        for rule in config.layers if config is not None else ():
-            thr, bins, ratio = rule.op_params()
-            names = tuple(f"prune{rule.layer}_{n}" for n in ("threshold", "bin_mask", "keep_ratio"))
-            if mode == "soft":
-                self.register_parameter(names[0], nn.Parameter(torch.tensor(thr, dtype=torch.float32)))
-            else:
-                self.register_buffer(names[0], torch.tensor(thr, dtype=torch.float32), persistent=False)
-            self.register_buffer(names[1], torch.tensor(bins, dtype=torch.int64), persistent=False)
-            self.register_buffer(names[2], torch.tensor(ratio, dtype=torch.float32), persistent=False)
-            self._params[rule.layer] = names
+        self.decisions = build_decisions(config, mode, temperature)
 
     @property
     def pruning_layers(self) -> tuple[int, ...]:
-        return tuple(self._params)
+        return tuple(int(layer) for layer in self.decisions)
+
+    def decision(self, layer: int) -> Decision | None:
+        return self.decisions[str(layer)] if str(layer) in self.decisions else None
 
     def forward(
         self,
@@ -95,9 +91,8 @@ class PrunedEncoder(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         gates: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> PrunedOutput:
-        if self.mode == "gate" and gates is None:
-            raise ValueError("gate mode needs gates={layer: (bin_gates, layer_gate)}")
-        self._gates = gates
+        """`gates`: per pruning layer, the inputs of its soft decision for this forward (ToP's gate samples)."""
+        self._gates = gates or {}
         mask = attention_mask.long()
         hidden = self.adapter.embed(input_ids, token_type_ids)
         positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(mask)
@@ -107,12 +102,14 @@ class PrunedEncoder(nn.Module):
         self._scores: dict[int, torch.Tensor] = {}
         rows = mask_rows(mask, hidden.dtype)
         bias = mask_bias(rows)
+        exporting = torch.onnx.is_in_onnx_export()
+        self._input_length = None if exporting else int(input_ids.shape[1])
         for index in range(self.num_layers):
             hidden, mask, positions, record, raw = self._layer(index, hidden, mask, rows, bias, positions)
             if raw is not None or (record is not None and self.mode in ("mask", "gate")):
                 rows = mask_rows(mask, hidden.dtype)
                 bias = mask_bias(rows)
-            if record is not None:
+            if record is not None and not exporting:
                 kept.append(record)
             if raw is not None:
                 kept_index.append(raw)
@@ -122,19 +119,19 @@ class PrunedEncoder(nn.Module):
     def _layer(self, index, hidden, mask, rows, bias, positions):
         batch = hidden.shape[0]
         width = self.num_heads * self.head_dim  # static: no shape nodes in an exported graph
-        names = self._params.get(index)
+        decision = self.decision(index)
 
         def heads(x: torch.Tensor) -> torch.Tensor:
             return x.view(batch, -1, self.num_heads, self.head_dim).transpose(1, 2)
 
         projections = self.adapter.attention_projections(index)
         qkv = None
-        if names is not None or index in self.observe_layers:
+        if decision is not None or index in self.observe_layers:
             # A scoring layer projects Q, K and V with one packed matrix (one GEMM instead of three).
             weight = torch.cat([p.weight for p in projections])
             qkv = F.linear(hidden, weight, torch.cat([p.bias for p in projections]))
         record = raw = None
-        if names is not None and self.mode == "drop" and not self.training:
+        if decision is not None and self.mode == "drop" and not self.training:
             # attention and score in one op: one `tokprune::ScoredAttention` node when exported
             context, score = scored_attention(qkv, mask, self.num_heads, self.config.normalizer_constant())
         else:
@@ -145,39 +142,42 @@ class PrunedEncoder(nn.Module):
             probs = torch.softmax(logits, dim=-1)
             context = torch.matmul(self.adapter.attention_dropout(index)(probs), v)
             context = context.transpose(1, 2).reshape(batch, -1, self.num_heads * self.head_dim)
-            if names is None and index in self.observe_layers:
+            if decision is None and index in self.observe_layers:
                 normalizer = self.config.normalizer_constant() if self.config is not None else None
                 self._scores[index] = importance_score(probs, mask, normalizer, rows)
-            if names is not None:
+            if decision is not None:
                 score = importance_score(probs, mask, self.config.normalizer_constant(), rows)
-        if names is not None:
-            self._scores[index] = score
-            if self.score_hook is not None:
-                self.score_hook(index, score, mask)
-            params = [getattr(self, n) for n in names]
-            rounding = self.config.bin_rounding
-            if self.mode == "drop":
-                pruned = token_prune(torch.cat([context, hidden], dim=-1), score, mask, *params, rounding)
-                context, hidden = pruned.hidden[..., :width], pruned.hidden[..., width:]
-                mask, raw = pruned.mask, pruned.kept_index
-                taken = torch.gather(positions, 1, pruned.kept_index.clamp(min=0))
-                positions = torch.where(pruned.kept_index >= 0, taken, torch.full_like(taken, -1))
-                record = positions
-            elif self.mode == "mask":
-                mask = keep_decision(score, mask, *params, rounding).long()
-                record = mask
-            elif self.mode == "gate":
-                bin_gates, layer_gate = self._gates[index]
-                soft = soft_rank_bins_keep(score, mask, bin_gates, layer_gate)
-                out = self.adapter.finish_layer(index, context, hidden) * soft.unsqueeze(-1).to(hidden.dtype)
-                return out, mask * (soft > 0).long(), positions, soft, raw
-            else:
-                soft = torch.sigmoid((score - params[0]) / self.temperature) * mask.to(score.dtype)
-                soft = torch.cat([torch.ones_like(soft[:, :1]), soft[:, 1:]], dim=1)
-                out = self.adapter.finish_layer(index, context, hidden) * soft.unsqueeze(-1).to(hidden.dtype)
-                return out, mask, positions, soft, raw
+        if decision is None:
+            return self.adapter.finish_layer(index, context, hidden), mask, positions, record, raw
+        self._scores[index] = score
+        if self.score_hook is not None:
+            self.score_hook(index, score, mask)
+        if decision.soft:
+            weight = decision.weight(score, mask, self._gates.get(index))
+            out = self.adapter.finish_layer(index, context, hidden) * weight.unsqueeze(-1).to(hidden.dtype)
+            return out, mask * (weight > 0).long() if decision.masks_zeros else mask, positions, weight, raw
+        if self.mode == "drop":
+            pruned = decision.prune(torch.cat([context, hidden], dim=-1), score, mask)
+            context, hidden = pruned.hidden[..., :width], pruned.hidden[..., width:]
+            mask, raw = pruned.mask, pruned.kept_index
+            taken = torch.gather(positions, 1, pruned.kept_index.clamp(min=0))
+            positions = torch.where(pruned.kept_index >= 0, taken, torch.full_like(taken, -1))
+            if self._input_length is not None:  # not while exporting: the graph outputs kept_index only
+                record = _present(positions, self._input_length, hidden.dtype)
+        else:
+            mask = decision.keep(score, mask).long()
+            record = mask.to(hidden.dtype)
         return self.adapter.finish_layer(index, context, hidden), mask, positions, record, raw
 
     def thresholds(self) -> dict[int, float]:
         """Current threshold per pruning layer (the learned values in soft mode)."""
-        return {layer: float(getattr(self, names[0]).detach()) for layer, names in self._params.items()}
+        return {int(layer): float(d.threshold.detach()) for layer, d in self.decisions.items() if hasattr(d, "threshold")}
+
+
+def _present(positions: torch.Tensor, length: int, dtype: torch.dtype) -> torch.Tensor:
+    """[B,length]: 1 at the original positions listed in `positions` [B,K] (-1 ignored), else 0."""
+    out = torch.zeros(positions.shape[0], length, dtype=dtype, device=positions.device)
+    valid = positions >= 0
+    rows = torch.arange(positions.shape[0], device=positions.device).unsqueeze(1).expand_as(positions)
+    out[rows[valid], positions[valid]] = 1.0
+    return out

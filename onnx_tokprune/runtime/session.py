@@ -14,7 +14,6 @@ model. Both compute the same thing (tests/test_kernel.py).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Sequence
@@ -24,15 +23,13 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from onnx_tokprune.artifact import LOGITS_OUTPUT, MODEL_INPUTS, read_artifact
 from onnx_tokprune.data.text import TextExample
 from onnx_tokprune.errors import ArtifactError
 from onnx_tokprune.runtime.cpus import available_cpus
 from onnx_tokprune.runtime.kernel import KERNEL_ENV, find_kernel
-from onnx_tokprune.runtime.text_encoder import TextEncoder
+from onnx_tokprune.runtime.text_encoder import TextEncoder, position_limit
 
-MODEL_FILE = "model.onnx"
-MANIFEST_FILE = "tokprune.json"
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 KernelChoice = str | os.PathLike | bool | None
 
 
@@ -71,8 +68,10 @@ class PrunedSession:
         registers that library. Raises ArtifactError (one line) for a directory that
         is not a complete tokprune artifact or a model.onnx onnxruntime cannot load."""
         self.path = Path(artifact)
-        self.manifest, config = read_artifact(self.path)
-        model_file = self.path / MODEL_FILE
+        self.artifact = read_artifact(self.path)
+        self.manifest = self.artifact.manifest
+        config = self.artifact.hf_config
+        model_file = self.artifact.model_file
         if kernel_library is None:
             kernel_library = find_kernel()
         kernel_library = kernel_library or None
@@ -91,16 +90,16 @@ class PrunedSession:
             raise ArtifactError(f"{model_file} cannot be loaded: {_short(e)}; re-export it (tokprune-export)") from None
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
-        if "input_ids" not in self.input_names or not set(self.input_names) <= set(INPUT_NAMES) or "logits" not in self.output_names:
+        if "input_ids" not in self.input_names or not set(self.input_names) <= set(MODEL_INPUTS) or LOGITS_OUTPUT not in self.output_names:
             raise ArtifactError(
                 f"{model_file} is not a tokprune graph: it takes {self.input_names} and gives {self.output_names}, "
-                f"not {'/'.join(INPUT_NAMES)} -> logits: pass a directory written by tokprune-export"
+                f"not {'/'.join(MODEL_INPUTS)} -> {LOGITS_OUTPUT}: pass a directory written by tokprune-export"
             )
         try:
-            tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
+            tokenizer = Tokenizer.from_file(str(self.artifact.tokenizer_file))
         except Exception as e:  # the tokenizers library raises a bare Exception
-            raise ArtifactError(f"{self.path / 'tokenizer.json'} cannot be loaded ({_short(e)}): copy the checkpoint's tokenizer.json there") from None
-        self.text_encoder = TextEncoder(tokenizer, _max_positions(config))
+            raise ArtifactError(f"{self.artifact.tokenizer_file} cannot be loaded ({_short(e)}): copy the checkpoint's tokenizer.json there") from None
+        self.text_encoder = TextEncoder(tokenizer, position_limit(config))
         labels = config.get("id2label", {})
         try:
             self.id2label = {int(k): str(v) for k, v in labels.items()}
@@ -115,7 +114,7 @@ class PrunedSession:
 
     def logits(self, examples: Sequence[TextExample], batch_size: int = 8) -> np.ndarray:
         out = [
-            self.run(self.text_encoder(examples[i : i + batch_size]), ["logits"])["logits"]
+            self.run(self.text_encoder(examples[i : i + batch_size]), [LOGITS_OUTPUT])[LOGITS_OUTPUT]
             for i in range(0, len(examples), batch_size)
         ]
         return np.concatenate(out)
@@ -132,64 +131,12 @@ class PrunedSession:
         return [{"label": self.id2label.get(int(b), str(int(b))), "score": float(p[b])} for b, p in zip(best, probs)]
 
 
-def original_positions(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Compose the graph's per-layer `kept_index_<l>` outputs into original token positions.
-
-    Each layer's kept_index points into the sequence that entered it; the result maps every
-    `kept_index_<l>` name to [B,K_l] positions in the input text (-1 = padding).
-    """
-    names = sorted((k for k in outputs if k.startswith("kept_index_")), key=lambda k: int(k.rsplit("_", 1)[1]))
-    result: dict[str, np.ndarray] = {}
-    previous: np.ndarray | None = None
-    for name in names:
-        index = outputs[name]
-        taken = index if previous is None else np.take_along_axis(previous, np.maximum(index, 0), axis=1)
-        previous = np.where(index >= 0, taken, -1)
-        result[name] = previous
-    return result
-
-
 def _short(error: BaseException, limit: int = 200) -> str:
     """The first line of an error, without onnxruntime's '[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : ' prefix."""
     text = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
     text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
     text = re.sub(r"^Load model from \S+ failed:", "", text).strip().rstrip(".")
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _read_object(path: Path, what: str) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ArtifactError(f"{path} cannot be read ({_short(e)}): re-export the artifact (tokprune-export)") from None
-    if not isinstance(data, dict):
-        raise ArtifactError(f"{path} must hold a JSON object ({what}): re-export the artifact (tokprune-export)")
-    return data
-
-
-def _max_positions(config: dict) -> int:
-    value = config.get("max_position_embeddings", 512)
-    return value if type(value) is int and value > 0 else 512
-
-
-def read_artifact(artifact: str | os.PathLike) -> tuple[dict, dict]:
-    """(manifest, config.json) of an artifact directory after checking its files are there: model.onnx,
-    tokprune.json, config.json, tokenizer.json. ArtifactError (one line) otherwise. Loads no model."""
-    path = Path(artifact)
-    if not path.is_dir():
-        state = "is not a directory" if path.exists() else "not found"
-        raise ArtifactError(f"{path} {state}: pass an artifact directory written by tokprune-export")
-    if not (path / MODEL_FILE).is_file():
-        raise ArtifactError(f"{path} has no {MODEL_FILE}: pass a directory written by tokprune-export")
-    if not (path / MANIFEST_FILE).is_file():
-        raise ArtifactError(f"{path} has no {MANIFEST_FILE} (the manifest tokprune-export writes): pass a directory written by tokprune-export")
-    manifest = _read_object(path / MANIFEST_FILE, "the export manifest")
-    if not (path / "config.json").is_file():
-        raise ArtifactError(f"{path} has no config.json: re-export it (tokprune-export)")
-    config = _read_object(path / "config.json", "the model config")
-    if not (path / "tokenizer.json").is_file():
-        raise ArtifactError(f"{path} has no tokenizer.json: copy the checkpoint's tokenizer.json there, or re-export it")
-    return manifest, config
 
 
 def open_artifact(artifact: str | os.PathLike, threads: int | None = None, kernel_library: KernelChoice = None) -> PrunedSession:

@@ -21,9 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from onnx_tokprune.artifact import LOGITS_OUTPUT, kept_outputs, original_positions
 from onnx_tokprune.data.text import TextExample
+from onnx_tokprune.errors import ArtifactError
 from onnx_tokprune.io import chmod_default
-from onnx_tokprune.runtime.session import ArtifactError, PrunedSession, original_positions
+from onnx_tokprune.runtime.session import PrunedSession
 
 KEPT_COLOR = "#3b75af"
 DROPPED_HERE_COLOR = "#f4b9b2"  # removed by this layer
@@ -72,20 +74,20 @@ def token_survival(session: PrunedSession, text: str, text_pair: str | None = No
     TextTooLongError for a text longer than the model allows.
     """
     ((ids, types),) = session.text_encoder.token_ids([TextExample(text, text_pair)])
-    names = [n for n in session.output_names if n.startswith("kept_index_")]
-    if not names:
+    kept_names = kept_outputs(session.output_names)
+    if not kept_names:
         raise ArtifactError(f"{session.path} has no kept_index_<layer> outputs: it was exported without pruning (--unpruned)")
-    wanted = names + (["logits"] if "logits" in session.output_names else [])
+    wanted = [name for _, name in kept_names] + ([LOGITS_OUTPUT] if LOGITS_OUTPUT in session.output_names else [])
     outputs = session.run(session.text_encoder.pad([(ids, types)]), wanted)
     positions = original_positions(outputs)
-    layers = sorted(int(n.rsplit("_", 1)[1]) for n in names)
+    layers = [layer for layer, _ in kept_names]
     kept = np.zeros((len(layers), len(ids)), dtype=bool)
-    for row, layer in enumerate(layers):
-        pos = positions[f"kept_index_{layer}"][0]
+    for row, (_, name) in enumerate(kept_names):
+        pos = positions[name][0]
         kept[row, pos[pos >= 0]] = True
     label = score = None
-    if "logits" in outputs:
-        logits = outputs["logits"][0].astype(np.float64)
+    if LOGITS_OUTPUT in outputs:
+        logits = outputs[LOGITS_OUTPUT][0].astype(np.float64)
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
         best = int(probs.argmax())

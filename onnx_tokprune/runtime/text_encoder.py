@@ -11,7 +11,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from onnx_tokprune.data.text import TextExample
-from onnx_tokprune.errors import InvalidTextError, MissingFileError, TextTooLongError
+from onnx_tokprune.errors import CheckpointError, InvalidTextError, MissingFileError, TextTooLongError
 
 
 def check_text(text: str, what: str) -> None:
@@ -24,6 +24,18 @@ def check_text(text: str, what: str) -> None:
         raise InvalidTextError(
             f"{what} is not valid Unicode text (character {text[e.start]!r} at position {e.start}, e.g. undecodable bytes): pass UTF-8 text"
         ) from None
+
+
+def position_limit(config: dict) -> int:
+    """The most tokens a model takes, from its config.json through its architecture's field names
+    (512 when the config does not say, or names an architecture this version does not know)."""
+    from onnx_tokprune.architectures import spec_for
+
+    try:
+        value = spec_for(config).fields.get(config, "max_positions", 512)
+    except CheckpointError:  # onnxruntime can still run the graph
+        value = 512
+    return value if type(value) is int and value > 0 else 512
 
 
 class TextEncoder:
@@ -42,7 +54,7 @@ class TextEncoder:
         if not tok_file.is_file():
             raise MissingFileError(f"{directory} has no tokenizer.json: copy the checkpoint's fast tokenizer there")
         config = json.loads((directory / "config.json").read_text())
-        return cls(Tokenizer.from_file(str(tok_file)), int(config.get("max_position_embeddings", 512)))
+        return cls(Tokenizer.from_file(str(tok_file)), position_limit(config))
 
     def token_ids(self, examples: Sequence[TextExample]) -> list[tuple[list[int], list[int]]]:
         """(input_ids, token_type_ids) per example; TextTooLongError names the first overlong one,

@@ -178,11 +178,18 @@ def predict(model: nn.Module, dataset, tokenizer, batch_size: int = 64) -> np.nd
     return np.concatenate(out)
 
 
-def save_checkpoint(model, tokenizer, output: str | os.PathLike, config: PruneConfig | None = None, force: bool = False) -> Path:
-    """HF files (+ tokprune.json) into `output`, atomically."""
+def save_checkpoint(
+    model, tokenizer, output: str | os.PathLike, config: PruneConfig | None = None, force: bool = False,
+    extra_files: dict[str, Any] | None = None,
+) -> Path:
+    """HF files (+ tokprune.json, + `extra_files`: {file name: JSON data}) into `output`, atomically."""
+    from onnx_tokprune.io import write_json_atomic
+
     with atomic_output_dir(output, force) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         if config is not None:
             config.save(tmp)
+        for name, data in (extra_files or {}).items():
+            write_json_atomic(tmp / name, data)
     return Path(output)

@@ -128,7 +128,7 @@ def train_ltp(
     else:
         start = initial_config(model.config.num_hidden_layers, settings)
     soft = wrap(model, start, "soft", temperature=settings.temperature)
-    thresholds = [p for name, p in soft.named_parameters() if name.endswith("_threshold")]
+    thresholds = [decision.threshold for decision in soft.decisions.values()]
     groups = [{"params": thresholds, "lr": settings.threshold_lr, "weight_decay": 0.0}]
     trainer = run_trainer(
         ClassifierObjective(soft, spec.num_labels, mask_regularizer(settings.lam)), train, tokenizer, settings.soft, groups

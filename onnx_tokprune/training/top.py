@@ -1,13 +1,11 @@
 """ToP (Li et al., KDD'23): ranking distillation + L0 gates over rank bins and layers + a FLOPs constraint.
 
 One training stage from a fine-tuned checkpoint, which is also the frozen teacher:
-- Gates: per pruning layer B hard-concrete rank-bin gates and one layer gate (`training.l0`). A
-  token's keep value is its rank bin's gate (ranks by the layer's importance score, kept rows only,
-  DESIGN.md §2); the layer gate is binarised straight-through (ToP's rule).
-- Constraint: expected relative FLOPs from the expected kept fraction per layer, cumulated over the
-  layers with CLS always kept, in the same analytic FLOPs model as `onnx_tokprune.flops`; the
-  Lagrangian `l1 (s - t) + l2 (s - t)^2` on sparsity s = 1 - FLOPs, l1 and l2 trained by gradient
-  ascent, the target t ramping linearly from 0 to 1 - target_flops over `warmup_epochs`.
+- Gates and constraint (`training.constraint`): per pruning layer B hard-concrete rank-bin gates and
+  one layer gate; a token's keep value is its rank bin's gate (ranks by the layer's importance score,
+  kept rows only, docs/design.md §2; decisions.ToPGateMask), the layer gate binarised straight-through
+  (ToP's rule); the Lagrangian on the expected relative FLOPs, its target ramping in over
+  `warmup_epochs`.
 - Loss: logit distillation from the teacher (KL at temperature 2; MSE on labels for regression),
   plus ranking distillation of the teacher's final-layer scores into the `rank_layers`
   (`training.ranking`) weighted by `rank_weight * max(0.01, 1 - warm-up progress)`, plus the Lagrangian.
@@ -18,7 +16,9 @@ order, moved as close to the target as single bins allow (the Lagrangian only ho
 FLOPs near the target, and rounding each layer's bins can land a few points off). Layers whose layer
 gate is 0 (or whose bins are all open) are left out of tokprune.json, so the exporter emits no
 TokenPrune node for them. An optional
-hard stage fine-tunes the weights with the gates fixed (mask mode, same distillation).
+hard stage fine-tunes the weights with the gates fixed (mask mode, same distillation). The gate
+state (log-alphas, multipliers, constraint history) is written beside the checkpoint as
+`top_gates.json` (constraint.GateState).
 """
 
 from __future__ import annotations
@@ -44,12 +44,9 @@ from onnx_tokprune.training.common import (
     run_trainer,
     save_checkpoint,
 )
-from onnx_tokprune.training.l0 import HardConcreteGate
+from onnx_tokprune.training.constraint import GATES_FILE, FlopsConstraint, GateState, ToPGates, match_target_flops
 from onnx_tokprune.training.ranking import rank_distillation_loss
 
-BIN_GATE_INIT = 10.0
-LAYER_GATE_INIT = -10.0
-"""ToP's initial log-alphas (clamped to +-log 100 at once): every bin open, every layer gate closed."""
 TOP_RULE = {"rule": "rank_bins", "method": "top", "score_normalizer": "length"}
 """The PruneConfig fields every ToP checkpoint shares (bin masks per layer added)."""
 
@@ -108,71 +105,6 @@ class ToPSettings:
         return tuple(layer for layer in self.pruning_layers(num_layers) if layer < num_layers / 2)
 
 
-def expected_relative_flops(
-    shape: EncoderShape, lengths: torch.Tensor, layers: tuple[int, ...], keep: torch.Tensor, prunes: torch.Tensor
-) -> torch.Tensor:
-    """Expected pruned / unpruned FLOPs over a batch of inputs of `lengths` tokens.
-
-    `keep[p]` is layer p's expected kept fraction of non-CLS tokens and `prunes[p]` the probability
-    that it prunes (scores it; a layer that does not prune is removed from the graph).
-    """
-    n = lengths.to(keep.dtype)
-    pruned = torch.full_like(n, shape.head_flops())
-    unpruned = torch.full_like(n, shape.head_flops())
-    fraction = torch.ones((), dtype=keep.dtype, device=keep.device)
-    for layer in range(shape.layers):
-        n_in = (n - 1) * fraction + 1
-        unpruned = unpruned + shape.layer_flops(n, n)
-        if layer in layers:
-            p = layers.index(layer)
-            fraction = fraction * (1 - (1 - keep[p]) * prunes[p])
-            n_out = (n - 1) * fraction + 1
-            pruned = pruned + shape.layer_flops(n_in, n_out) + prunes[p] * 2 * shape.heads * n_in * n_in
-        else:
-            pruned = pruned + shape.layer_flops(n_in, n_in)
-    return pruned.sum() / unpruned.sum()
-
-
-class ToPGates(nn.Module):
-    """Rank-bin gates [P, B] and layer gates [P] of the pruning layers, with ToP's initialisation."""
-
-    def __init__(self, layers: tuple[int, ...], bins: int, shape: EncoderShape) -> None:
-        super().__init__()
-        self.layers = tuple(layers)
-        self.shape = shape
-        self.bin_gates = HardConcreteGate((len(layers), bins), init_mean=BIN_GATE_INIT)
-        self.layer_gates = HardConcreteGate((len(layers), 1), init_mean=LAYER_GATE_INIT)
-
-    def forward(self) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-        """{layer: (bin gates [B], layer gate [])}: samples in training, binarised in eval."""
-        bins, gate = self.bin_gates(), self.layer_gates()
-        return {layer: (bins[p], gate[p, 0]) for p, layer in enumerate(self.layers)}
-
-    def expected(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(expected kept fraction [P], probability the layer prunes [P])."""
-        return self.bin_gates.open_probability().mean(-1), self.layer_gates.open_probability()[:, 0]
-
-    def expected_relative_flops(self, lengths: torch.Tensor) -> torch.Tensor:
-        keep, prunes = self.expected()
-        return expected_relative_flops(self.shape, lengths, self.layers, keep, prunes)
-
-    def constrain(self) -> None:
-        self.bin_gates.constrain()
-        self.layer_gates.constrain()
-
-    def binarized_rules(self, bins: torch.Tensor | None = None) -> tuple[LayerRule, ...]:
-        """The layers that prune after binarisation (gate 1 and at least one closed bin); `bins`
-        overrides the binarised bin gates [P, B]."""
-        bins = self.bin_gates.binarize() if bins is None else bins
-        gate = self.layer_gates.binarize()
-        rules = []
-        for p, layer in enumerate(self.layers):
-            mask = tuple(int(b) for b in bins[p].tolist())
-            if gate[p, 0] > 0 and 0 in mask:
-                rules.append(LayerRule(layer, bin_mask=mask))
-        return tuple(rules)
-
-
 def measured_relative_flops(model, config: PruneConfig | None, rows: list[dict], tokenizer, shape: EncoderShape, batch_size: int = 64) -> float:
     """Relative FLOPs of `config` on encoded inputs (dicts of input_ids / attention_mask /
     token_type_ids lists), run in mask mode (what the artifact removes)."""
@@ -196,41 +128,6 @@ def measured_relative_flops(model, config: PruneConfig | None, rows: list[dict],
     return relative_flops(shape, lengths, kept)
 
 
-def match_target_flops(gates: ToPGates, measure, target: float, method: dict) -> tuple[tuple[LayerRule, ...], float, int]:
-    """Open (or close) one bin at a time, the closed bin with the largest log-alpha (or the open one
-    with the smallest) among the layers whose gate is open, while the measured relative FLOPs moves
-    closer to `target`; a bin that changes nothing on the sample is skipped and left as it was.
-    Returns (rules, measured FLOPs, bins changed)."""
-    bins = gates.bin_gates.binarize()
-    open_layers = gates.layer_gates.binarize()[:, 0] > 0
-    log_alpha = gates.bin_gates.log_alpha.detach()
-
-    def rules_of(b):
-        rules = gates.binarized_rules(b)
-        return rules, measure(PruneConfig(layers=rules, **method) if rules else None)
-
-    rules, flops = rules_of(bins)
-    changed = 0
-    idle = torch.zeros_like(bins, dtype=torch.bool)
-    while True:
-        opening = flops < target
-        candidates = ((bins == 0) if opening else (bins == 1)) & open_layers[:, None] & ~idle
-        if not candidates.any():
-            break
-        scores = torch.where(candidates, log_alpha, torch.full_like(log_alpha, float("-inf") if opening else float("inf")))
-        flat = int(scores.argmax() if opening else scores.argmin())
-        trial = bins.clone()
-        trial.view(-1)[flat] = 1.0 if opening else 0.0
-        trial_rules, trial_flops = rules_of(trial)
-        if trial_flops == flops:
-            idle.view(-1)[flat] = True  # a bin no sampled token falls into: leave it as it was
-            continue
-        if abs(trial_flops - target) >= abs(flops - target):
-            break
-        bins, rules, flops, changed = trial, trial_rules, trial_flops, changed + 1
-    return rules, flops, changed
-
-
 def rematch_checkpoint(
     model_dir: str | os.PathLike, examples, output: str | os.PathLike, target: float | None = None, force: bool = False
 ) -> tuple[PruneConfig, dict]:
@@ -240,20 +137,16 @@ def rematch_checkpoint(
     from onnx_tokprune.modeling import load_classifier, load_tokenizer
 
     config = PruneConfig.load(model_dir)
-    p = config.provenance
-    if config.method != "top" or "bin_log_alpha" not in p:
-        raise TrainingError(f"{model_dir} is not a checkpoint of tokprune-train top with gate log-alphas in its provenance")
-    target = float(p["target_flops"] if target is None else target)
+    if config.method != "top":
+        raise TrainingError(f"{model_dir} is not a checkpoint of tokprune-train top (its method is {config.method!r})")
+    state = GateState.load(model_dir, config.provenance)
+    target = float(state.target_flops if target is None else target)
     if not 0 < target < 1:
         raise TrainingError(f"target FLOPs must be in (0, 1), got {target}")
     tokenizer = load_tokenizer(model_dir)
     model = load_classifier(model_dir)
     shape = EncoderShape.from_hf(model.config)
-    layers = tuple(p["candidate_layers"])
-    gates = ToPGates(layers, len(p["bin_log_alpha"][0]), shape)
-    with torch.no_grad():
-        gates.bin_gates.log_alpha.copy_(torch.tensor(p["bin_log_alpha"]))
-        gates.layer_gates.log_alpha.copy_(torch.tensor(p["layer_log_alpha"])[:, None])
+    gates = ToPGates.from_state(state, shape)
     limit = model.config.max_position_embeddings
     rows = []
     for ex in examples:
@@ -270,9 +163,9 @@ def rematch_checkpoint(
         raise TrainingError("no layer prunes after matching: raise the target")
     matched = {"samples": len(rows), "data": "user inputs", "target_flops": target, "binarized_flops": round(before, 4),
                "matched_flops": round(after, 4), "bins_changed": changed}
-    provenance = {**p, "flops_matching": matched, "rematched_from": str(model_dir)}
+    provenance = {**config.provenance, "flops_matching": matched, "rematched_from": str(model_dir)}
     new = PruneConfig(layers=rules, provenance=provenance, **method)
-    save_checkpoint(model, tokenizer, output, new, force)
+    save_checkpoint(model, tokenizer, output, new, force, {GATES_FILE: state.to_json()})
     return new, matched
 
 
@@ -310,16 +203,11 @@ class ToPObjective(_Distilled):
         self.student = student
         self.gates = gates
         self.settings = settings
-        self.warmup_steps = max(1, warmup_steps)
-        self.lagrange = nn.Parameter(torch.zeros(2))
-        self.lagrange.register_hook(lambda grad: -grad)
+        self.constraint = FlopsConstraint(settings.target_flops, warmup_steps)
         self.step = 0
         self.teacher_layer = teacher.num_layers - 1
         self.rank_layers = settings.distilled_layers(student.num_layers)
         self.last: dict[str, float] = {}
-
-    def progress(self) -> float:
-        return min(1.0, self.step / self.warmup_steps)
 
     def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None):
         out = self.student(input_ids, attention_mask, token_type_ids, gates=self.gates())
@@ -332,19 +220,10 @@ class ToPObjective(_Distilled):
         loss = distillation_loss(out.logits, teacher.logits, labels, s.distill_temperature, s.ce_weight)
         target = teacher.scores[self.teacher_layer]
         rank = sum(rank_distillation_loss(out.scores[l], target, attention_mask, s.top_k, s.sigma) for l in self.rank_layers)
-        ramp = self.progress()
-        loss = loss + s.rank_weight * max(0.01, 1.0 - ramp) * rank
-        expected = self.gates.expected_relative_flops(attention_mask.sum(dim=1))
-        gap = (1 - expected) - (1 - s.target_flops) * ramp
-        loss = loss + self.lagrange[0] * gap + self.lagrange[1] * gap * gap
-        self.last = {
-            "expected_flops": float(expected.detach()),
-            "target_flops": 1 - (1 - s.target_flops) * ramp,
-            "lambda1": float(self.lagrange[0].detach()),
-            "lambda2": float(self.lagrange[1].detach()),
-            "rank_loss": float(rank.detach()) if torch.is_tensor(rank) else float(rank),
-        }
-        result["loss"] = loss
+        loss = loss + s.rank_weight * max(0.01, 1.0 - self.constraint.progress(self.step)) * rank
+        penalty, record = self.constraint(self.gates.expected_relative_flops(attention_mask.sum(dim=1)), self.step)
+        self.last = {**record, "rank_loss": float(rank.detach()) if torch.is_tensor(rank) else float(rank)}
+        result["loss"] = loss + penalty
         return result
 
 
@@ -413,7 +292,7 @@ def train_top(
     history: list[dict] = []
     groups = [
         {"params": list(gates.parameters()), "lr": settings.reg_lr, "weight_decay": 0.0},
-        {"params": [objective.lagrange], "lr": settings.reg_lr, "weight_decay": 0.0},
+        {"params": [objective.constraint.lagrange], "lr": settings.reg_lr, "weight_decay": 0.0},
     ]
     trainer = run_trainer(
         objective, train, tokenizer, settings.train, groups, constant_extra_lr=True, callbacks=(_callback(objective, history),)
@@ -434,7 +313,7 @@ def train_top(
         matched = {"samples": len(sample), "binarized_flops": round(before, 4), "matched_flops": round(after, 4), "bins_changed": changed}
     if not rules:
         raise TrainingError("no layer prunes after training (every layer gate closed): train longer or lower --target-flops")
-    keep, prunes = gates.expected()
+    state = gates.state(settings.target_flops, objective.constraint.lagrange, history)
     provenance = {
         "tool": "tokprune-train top",
         "task": spec.name,
@@ -450,13 +329,8 @@ def train_top(
         "epochs": settings.train.epochs,
         "hard_epochs": settings.hard.epochs if settings.hard else 0,
         "max_train_samples": max_train_samples,
-        "expected_keep": [round(float(k), 4) for k in keep.detach()],
-        "layer_gate_open_probability": [round(float(p), 4) for p in prunes.detach()],
-        "lagrange": [float(v) for v in objective.lagrange.detach()],
         "flops_matching": matched,
-        "bin_log_alpha": [[round(float(v), 3) for v in row] for row in gates.bin_gates.log_alpha.detach()],
-        "layer_log_alpha": [round(float(v), 3) for v in gates.layer_gates.log_alpha.detach()[:, 0]],
-        "history": history,
+        "gate_state": GATES_FILE,
     }
     config = PruneConfig(layers=rules, provenance=provenance, **method)
     if settings.hard is not None:
@@ -467,5 +341,5 @@ def train_top(
     for p in model.parameters():
         p.requires_grad_(True)
     if trainer.is_world_process_zero():
-        save_checkpoint(model, tokenizer, output, config, force)
+        save_checkpoint(model, tokenizer, output, config, force, {GATES_FILE: state.to_json()})
     return config, metrics

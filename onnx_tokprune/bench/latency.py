@@ -6,23 +6,21 @@ sentences per graph in turn: warm caches, drift shared); the oracle is the
 unpruned graph on the sentence's first L_eq tokens, where L_eq is the length whose unpruned FLOPs
 equal the pruned run's FLOPs (from the kept tokens the graph reports). Removal efficiency =
 sum(oracle) / sum(pruned): 1.0 means removing tokens inside the graph costs nothing beyond the
-tokens it keeps (DESIGN.md §4).
+tokens it keeps (docs/design.md §4).
 """
 
 from __future__ import annotations
 
-import json
-import platform
 import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from tqdm.auto import tqdm
 
+from onnx_tokprune.artifact import kept_counts
+from onnx_tokprune.bench.timing import Runner, cpu_model, oracle_feeds, timed_chunks
 from onnx_tokprune.data.text import TextExample
 from onnx_tokprune.flops import EncoderShape
 from onnx_tokprune.runtime.session import KernelChoice, PrunedSession
@@ -46,63 +44,6 @@ class LatencyResult:
     """"kernel" when the compiled TokenPrune kernel ran, "function" for the portable ONNX function."""
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _shape(session: PrunedSession) -> EncoderShape:
-    return EncoderShape.from_hf(json.loads((session.path / "config.json").read_text()))
-
-
-def _kept_counts(outputs: dict[str, np.ndarray]) -> dict[int, float]:
-    return {int(k.rsplit("_", 1)[1]): float((v >= 0).sum()) for k, v in outputs.items() if k.startswith("kept_index_")}
-
-
-Feeds = dict[str, np.ndarray]
-CHUNK = 16
-
-
-class Runner:
-    """One variant: a callable on encoded feeds returning {output name: array}."""
-
-    def __init__(self, name: str, run: Callable[[Feeds], dict[str, np.ndarray]]) -> None:
-        self.name, self.run = name, run
-
-    def time(self, feeds: Feeds, repeats: int) -> tuple[float, dict[str, np.ndarray]]:
-        times, out = [], {}
-        for _ in range(repeats):
-            start = time.perf_counter()
-            out = self.run(feeds)
-            times.append(time.perf_counter() - start)
-        return statistics.median(times) * 1e3, out
-
-
-def cut(feeds: Feeds, length: int) -> Feeds:
-    """`feeds` with every input cut to its first `length` tokens."""
-    return {k: v[:, :length] for k, v in feeds.items()}
-
-
-def timed_chunks(
-    jobs: dict[str, list[tuple[Runner, Feeds]]], repeats: int, desc: str, progress: bool
-) -> dict[str, list[tuple[float, dict[str, np.ndarray]]]]:
-    """Time every job (median of `repeats` runs). Inputs go in chunks of CHUNK: within a chunk each
-    key runs all its inputs before the next key starts (warm caches, as when one model serves),
-    and the keys alternate chunk by chunk (so a machine's drift hits every key alike)."""
-    results: dict[str, list[tuple[float, dict[str, np.ndarray]]]] = {key: [] for key in jobs}
-    total = max((len(items) for items in jobs.values()), default=0)
-    for start in tqdm(range(0, total, CHUNK), desc=desc, disable=not progress):
-        for key, items in jobs.items():
-            for runner, feeds in items[start : start + CHUNK]:
-                results[key].append(runner.time(feeds, repeats))
-    return results
-
-
 def measure_latency(
     pruned_dir: str | Path,
     baseline_dir: str | Path,
@@ -118,11 +59,11 @@ def measure_latency(
     pruned = PrunedSession(pruned_dir, threads=threads, spinning=False, kernel_library=kernel_library)
     baseline = PrunedSession(baseline_dir, threads=threads, spinning=False)
     rows = pruned.text_encoder.token_ids(examples)
-    shape = _shape(pruned)
+    shape = EncoderShape.from_hf(pruned.artifact.hf_config)
     singles = [pruned.text_encoder.pad([row]) for row in rows]
     f_base = [shape.flops(len(row[0])) for row in rows]
-    f_pruned = [shape.flops(len(row[0]), _kept_counts(pruned.run(f))) for row, f in zip(rows, singles)]
-    oracle = [cut(f, max(1, min(len(row[0]), int(round(shape.equivalent_length(fl)))))) for row, f, fl in zip(rows, singles, f_pruned)]
+    f_pruned = [shape.flops(len(row[0]), kept_counts(pruned.run(f))) for row, f in zip(rows, singles)]
+    oracle = [oracle_feeds(shape, f, fl) for f, fl in zip(singles, f_pruned)]
     p_run, b_run = Runner("pruned", pruned.run), Runner("unpruned", baseline.run)
     timed = timed_chunks(
         {"pruned": [(p_run, f) for f in singles], "unpruned": [(b_run, f) for f in singles], "oracle": [(b_run, f) for f in oracle]},

@@ -12,19 +12,18 @@ Batch 1: every sentence through every variant (median of `repeats` runs each); t
 the median and p90 over sentences and speedup = Σ unpruned fp32 / Σ variant. Fixed cost: the
 sentences cut to their first 8 tokens. Batch 8: consecutive sentences, ragged, padded to the batch's
 longest (the pruned graphs get the same padded batch and its attention mask); sentences/s.
-Scheduling (`bench.timed_chunks`): inputs in chunks of 16; within a chunk one variant runs all of them before
+Scheduling (`bench.timing.timed_chunks`): inputs in chunks of 16; within a chunk one variant runs all of them before
 the next (warm caches, as a server running one model has), variants alternate chunk by chunk (drift
 hits all alike). PyTorch runs after all onnxruntime timing (its spinning OpenMP workers slow the
 session that follows).
 FLOPs come from the kept tokens each pruned graph reports (flops.EncoderShape). Removal efficiency
-(DESIGN.md §4) = Σ oracle / Σ pruned, the oracle being the unpruned graph of the same precision on
+(docs/design.md §4) = Σ oracle / Σ pruned, the oracle being the unpruned graph of the same precision on
 the sentence's first L_eq tokens, L_eq the length whose unpruned FLOPs equal the pruned run's.
 The reference curve times the unpruned graphs on every sentence cut to a fraction of its FLOPs.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -36,17 +35,17 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from onnx_tokprune.config import CONFIG_NAME
+from onnx_tokprune.artifact import kept_counts
+from onnx_tokprune.bench.timing import ISA_FLAGS, Feeds, Runner, cpu_model, cut, isa_flags, oracle_feeds, timed_chunks
 from onnx_tokprune.data.text import TextExample
+from onnx_tokprune.errors import ArtifactError
 from onnx_tokprune.flops import EncoderShape
-from onnx_tokprune.runtime.bench import Feeds, Runner, _kept_counts, cpu_model, cut, timed_chunks
-from onnx_tokprune.runtime.session import ArtifactError, KernelChoice, PrunedSession, session_options
+from onnx_tokprune.runtime.session import KernelChoice, PrunedSession, session_options
 
 VARIANTS = ("unpruned fp32", "unpruned int8", "pruned fp32", "pruned int8", "pytorch eager")
 ORACLE_OF = {"pruned fp32": "unpruned fp32", "pruned int8": "unpruned int8"}
 CURVE_FRACTIONS = (0.125, 0.25, 0.375, 0.5, 0.75, 1.0)
 FIXED_COST_TOKENS = 8
-ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
 
 
 @dataclass
@@ -94,16 +93,6 @@ class BenchReport:
     """The artifact's pruning layers and the passes it was exported with."""
 
 
-def isa_flags() -> list[str]:
-    """The SIMD extensions onnxruntime's kernels can use on this CPU (from /proc/cpuinfo)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return [f for f in ISA_FLAGS if f in flags]
-
-
 def _ort_runner(name: str, model: onnx.ModelProto, threads: int, kernel: str | None) -> Runner:
     session = ort.InferenceSession(
         model.SerializeToString(), session_options(threads, kernel, spinning=False), providers=["CPUExecutionProvider"]
@@ -130,26 +119,16 @@ def _torch_runner(hf_model, threads: int) -> Runner:
     return Runner("pytorch eager", run)
 
 
-def describe_pruned(export: dict) -> str:
-    """"pruning layers [1, 3]; fused: Attention 4, ..." from an artifact manifest's export section."""
-    from onnx_tokprune.export.passes import describe_counts
-
-    passes = "; ".join(f"{p['name']}: {describe_counts(p['counts'])}" for p in export.get("passes", []))
-    return f"pruning layers {export.get('pruning_layers')}; " + (passes or "no graph passes (export without --optimize)")
-
-
-def _pruned_artifact(artifact: Path, threads: int, kernel_library: KernelChoice) -> tuple[dict, str | None]:
-    """(the manifest's export section, the kernel library or None) of a pruned fp32 artifact that
-    onnxruntime can open; ArtifactError otherwise."""
+def _pruned_artifact(artifact: Path, threads: int, kernel_library: KernelChoice) -> tuple[PrunedSession, str | None]:
+    """(the session, the kernel library or None) of a pruned fp32 artifact that onnxruntime can open;
+    ArtifactError otherwise."""
     session = PrunedSession(artifact, threads, kernel_library, spinning=False)
-    export = session.manifest.get("export")
-    if not isinstance(export, dict):
-        raise ArtifactError(f"{artifact / CONFIG_NAME} has no export section: re-export the artifact (tokprune-export)")
-    if export.get("int8"):
+    export = session.manifest.export
+    if export.int8:
         raise ArtifactError(f"{artifact} is an INT8 artifact: pass the fp32 one (the bench builds the INT8 variants itself)")
-    if not export.get("pruning_layers"):
+    if not export.pruning_layers:
         raise ArtifactError(f"{artifact} does not prune: pass a pruned artifact (the bench builds the unpruned baselines)")
-    return export, str(session.kernel_library) if session.kernel_library else None
+    return session, str(session.kernel_library) if session.kernel_library else None
 
 
 def build_variants(
@@ -161,15 +140,15 @@ def build_variants(
     from onnx_tokprune.modeling import load_classifier
 
     artifact = Path(artifact)
-    export, kernel = _pruned_artifact(artifact, threads, kernel_library)
-    checkpoint = checkpoint or export.get("source")
+    session, kernel = _pruned_artifact(artifact, threads, kernel_library)
+    checkpoint = checkpoint or session.manifest.export.source
     if not checkpoint or not (Path(checkpoint) / "config.json").is_file():
         raise ArtifactError(f"checkpoint {checkpoint!r} of {artifact} not found: pass it with --model")
 
     hf_model = load_classifier(checkpoint)
     eager = _torch_runner(hf_model, threads)
     fused, _ = export_unpruned_optimized(hf_model)
-    pruned = onnx.load(str(artifact / "model.onnx"))
+    pruned = onnx.load(str(session.artifact.model_file))
     pruned_int8, _ = to_int8(pruned)
     runners = {
         "unpruned fp32": _ort_runner("unpruned fp32", fused, threads, None),
@@ -179,12 +158,6 @@ def build_variants(
         "pytorch eager": eager,
     }
     return runners, str(checkpoint), "kernel" if kernel else "function"
-
-
-def _equivalent_cut(shape: EncoderShape, feeds: Feeds, flops: float) -> Feeds:
-    """`feeds` cut to the length whose unpruned FLOPs equal `flops` (at least 1 token)."""
-    n = feeds["input_ids"].shape[1]
-    return cut(feeds, max(1, min(n, int(round(shape.equivalent_length(flops))))))
 
 
 def bench_data(
@@ -204,14 +177,14 @@ def bench_data(
     ort_names = [name for name in runners if name != "pytorch eager"]
     # kept tokens (hence FLOPs and the oracle's length) from one untimed run of each onnxruntime
     # variant; PyTorch eager is the unpruned model
-    flops = {name: [shape.flops(n, _kept_counts(runners[name].run(f))) for n, f in zip(lengths, singles)] for name in ort_names}
+    flops = {name: [shape.flops(n, kept_counts(runners[name].run(f))) for n, f in zip(lengths, singles)] for name in ort_names}
     flops["pytorch eager"] = base_flops
     jobs = {name: [(runners[name], f) for f in singles] for name in ort_names}
     for name, base in ORACLE_OF.items():
-        jobs[f"oracle {name}"] = [(runners[base], _equivalent_cut(shape, f, fl)) for f, fl in zip(singles, flops[name])]
+        jobs[f"oracle {name}"] = [(runners[base], oracle_feeds(shape, f, fl)) for f, fl in zip(singles, flops[name])]
     for base in ORACLE_OF.values():
         for fraction in CURVE_FRACTIONS:
-            jobs[f"curve {base} {fraction}"] = [(runners[base], _equivalent_cut(shape, f, fraction * b)) for f, b in zip(singles, base_flops)]
+            jobs[f"curve {base} {fraction}"] = [(runners[base], oracle_feeds(shape, f, fraction * b)) for f, b in zip(singles, base_flops)]
     batches = [pad(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
     short = [cut(f, FIXED_COST_TOKENS) for f in singles if f["input_ids"].shape[1] >= FIXED_COST_TOKENS] or singles
     for name in ort_names:
@@ -273,20 +246,17 @@ def run_bench(
     """Build the variants once, then `bench_data` on each (name, examples)."""
     import torch
 
-    from onnx_tokprune.runtime.text_encoder import TextEncoder
-
     runners, checkpoint, token_prune = build_variants(artifact, checkpoint, threads, kernel_library)
-    encoder = TextEncoder.from_dir(artifact)
-    shape = EncoderShape.from_hf(json.loads((Path(artifact) / "config.json").read_text()))
+    session = PrunedSession(artifact, threads, False, spinning=False)
+    encoder, shape = session.text_encoder, EncoderShape.from_hf(session.artifact.hf_config)
     results = [
         bench_data(runners, shape, encoder.token_ids(examples), encoder.pad, name, repeats, batch_size, progress=progress)
         for name, examples in data
     ]
-    export = json.loads((Path(artifact) / CONFIG_NAME).read_text())["export"]
     return BenchReport(
         artifact=str(artifact), checkpoint=checkpoint, threads=threads, repeats=repeats, cpu=cpu_model(),
         isa=isa_flags(), onnxruntime=ort.__version__, torch=torch.__version__, token_prune=token_prune, results=results,
-        pruned_graph=describe_pruned(export),
+        pruned_graph=session.manifest.export.describe(),
     )
 
 

@@ -1,15 +1,18 @@
-"""BERT adapter: where the generic pruned encoder finds BERT's submodules."""
+"""BERT (`model_type` "bert"; MiniLM and other BERT-layout checkpoints too)."""
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
+
+from onnx_tokprune.architectures.base import ArchitectureSpec
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 class BertAdapter:
     """Maps `BertForSequenceClassification` onto the pieces `PrunedEncoder` runs."""
-
-    model_types = ("bert",)
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
@@ -36,3 +39,6 @@ class BertAdapter:
         """Sequence-classification logits from the final hidden states (CLS row)."""
         pooled = self.base.pooler(hidden) if self.base.pooler is not None else hidden[:, 0]
         return self.model.classifier(self.model.dropout(pooled))
+
+
+SPEC = ArchitectureSpec(model_type="bert", adapter=BertAdapter)

@@ -1,0 +1,69 @@
+"""What an architecture spec declares (optimum style: one declarative spec per `model_type`).
+
+Everything the rest of the package needs to know about an architecture is here, so adding one is
+one file in this package (a spec and its adapter) plus its tests. No torch at import time: the
+runtime and the FLOPs model read specs too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from onnx_tokprune.artifact import MODEL_INPUTS
+
+
+@dataclass(frozen=True)
+class ConfigFields:
+    """The names under which a Hugging Face config holds the encoder's shape."""
+
+    hidden: str = "hidden_size"
+    heads: str = "num_attention_heads"
+    layers: str = "num_hidden_layers"
+    intermediate: str = "intermediate_size"
+    max_positions: str = "max_position_embeddings"
+    vocab: str = "vocab_size"
+
+    def get(self, config: Any, name: str, default: Any = None) -> Any:
+        """The value of field `name` ("hidden", "heads", ...) in an HF config object or dict."""
+        key = getattr(self, name)
+        return config.get(key, default) if isinstance(config, dict) else getattr(config, key, default)
+
+    def required(self) -> tuple[str, ...]:
+        """The config keys that must be positive integers for the spec to describe the model."""
+        return (self.layers, self.heads, self.hidden)
+
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    """One architecture: its inputs, config fields, the fuser it goes through, the fused-op counts
+    `--optimize` must reach, and the adapter that shows `PrunedEncoder` its submodules."""
+
+    model_type: str
+    adapter: type
+    """Class built from the HF sequence classifier: embed, attention_projections, attention_dropout,
+    finish_layer, head (see architectures.bert.BertAdapter)."""
+    inputs: tuple[str, ...] = MODEL_INPUTS
+    """Graph inputs, a subset of artifact.MODEL_INPUTS starting with input_ids."""
+    fields: ConfigFields = field(default_factory=ConfigFields)
+    fuser_model_type: str = "bert"
+    """onnxruntime.transformers.optimizer's model_type for this architecture's graphs."""
+    embeddings_fuse: bool = True
+    """Whether the embeddings fuse into one EmbedLayerNormalization (word + position 0..S-1 [+ type],
+    LayerNorm): onnxruntime's fuser when layer 0 is plain, the embed_layer_norm_fusion rule when it scores."""
+
+    def expected_fusions(self, num_layers: int, scoring_layers: tuple[int, ...] = ()) -> dict[str, int]:
+        """The op counts a fully optimized graph of this architecture holds: Attention on every layer
+        that does not score (a scoring layer is one ScoredAttention node), both residual LayerNorms of
+        every layer as SkipLayerNormalization, every FFN's GELU as BiasGelu, the embeddings as one
+        EmbedLayerNormalization where they fuse."""
+        scoring = len(set(scoring_layers))
+        counts = {
+            "Attention": num_layers - scoring,
+            "SkipLayerNormalization": 2 * num_layers,
+            "BiasGelu": num_layers,
+            "EmbedLayerNormalization": 1 if self.embeddings_fuse else 0,
+        }
+        if scoring:
+            counts["ScoredAttention"] = scoring
+        return counts
