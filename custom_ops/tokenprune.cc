@@ -1,4 +1,4 @@
-// The tokprune kernel library for onnxruntime's CPU execution provider (DESIGN.md §3): the ops
+// The tokprune kernel library for onnxruntime's CPU execution provider (docs/design.md §3): the ops
 // tokprune::TokenPrune and tokprune::ScoredAttention (version 1).
 //
 // Each is the compiled twin of its PyTorch reference (onnx_tokprune.scoring.token_prune_reference,

@@ -585,6 +585,7 @@ EVAL_MODES = ("drop", "mask")
 def eval_command(model, artifact, task, modes, json_out, data_dir, kernel):
     """Full-dev metric, kept tokens per layer, analytic and counted FLOPs, relative FLOPs."""
     from onnx_tokprune.data.glue import get_task
+    from onnx_tokprune.artifact import MODEL_FILE
     from onnx_tokprune.evaluate import eval_table, evaluate_artifact, evaluate_checkpoint
     from onnx_tokprune.modeling import check_checkpoint
     from onnx_tokprune.runtime.session import PrunedSession
@@ -598,7 +599,7 @@ def eval_command(model, artifact, task, modes, json_out, data_dir, kernel):
         check_output_file(json_out)
     kernel_library = _kernel_choice(kernel)
     threads = _pin_torch_threads()
-    model_session = PrunedSession(model, threads, kernel_library, spinning=False) if (Path(model) / "model.onnx").is_file() else None
+    model_session = PrunedSession(model, threads, kernel_library, spinning=False) if (Path(model) / MODEL_FILE).is_file() else None
     artifact_session = PrunedSession(artifact, threads, kernel_library, spinning=False) if artifact else None
     if model_session is None:
         check_checkpoint(model, "trained")

@@ -10,7 +10,7 @@ One file beside a Hugging Face checkpoint says which layers prune and how:
 ```
 
 `layer` is the 0-based encoder layer whose attention scores decide; the tokens it removes leave
-right after that layer's attention (DESIGN.md §2). Rules and their per-layer parameter:
+right after that layer's attention (docs/design.md §2). Rules and their per-layer parameter:
 
 - ``threshold`` (LTP): ``threshold`` — keep j iff score >= threshold.
 - ``rank_bins`` (ToP): ``bin_mask`` — one 0/1 per rank bin; every layer has the same bin count.

@@ -1,6 +1,6 @@
 """Analytic FLOPs of a (pruned) BERT-style encoder, counted from tokens per layer.
 
-A layer with `n_in` tokens entering and `n_out` leaving after its attention (DESIGN.md §2: removed
+A layer with `n_in` tokens entering and `n_out` leaving after its attention (docs/design.md §2: removed
 tokens leave before the output projection and the FFN) costs, in FLOPs (2 per multiply-add):
 
     QKV 6*n_in*D^2 + scores and context 4*n_in^2*D + output projection 2*n_out*D^2 + FFN 4*n_out*D*I

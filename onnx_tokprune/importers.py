@@ -5,7 +5,7 @@
   Locations are the last `locations` layers (ToP prunes the input of layer `loc` with layer
   `loc - 1`'s attention), so location `loc` becomes our pruning layer `loc - 1`. Bins use ToP's
   float32 expression (`bin_rounding: "top"`). Layers whose pruner gate is 0, or whose bins are all
-  open, do not prune and are left out. The importance score is ours (kept rows only, DESIGN.md §2);
+  open, do not prune and are left out. The importance score is ours (kept rows only, docs/design.md §2);
   ToP's released code also averages over the query rows of tokens it already masked.
 - LTP (kssteven418/LTP): an I-BERT (RoBERTa) checkpoint, `config.json` with `model_type` "ltp",
   `prune_mode` "absolute_threshold" and `final_token_threshold`, weights under `ibert.` plus I-BERT's

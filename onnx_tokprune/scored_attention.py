@@ -1,4 +1,4 @@
-"""Self-attention of a scoring layer plus the importance score it yields, as one op (DESIGN.md §2).
+"""Self-attention of a scoring layer plus the importance score it yields, as one op (docs/design.md §2).
 
 A pruning layer needs the attention probabilities twice: for its context and for the score that
 TokenPrune reads. onnxruntime's fused Attention op does not output them, so in an exported graph this

@@ -1,4 +1,4 @@
-"""Importance score and the TokenPrune decision in PyTorch (DESIGN.md §2, §3).
+"""Importance score and the TokenPrune decision in PyTorch (docs/design.md §2, §3).
 
 This is the reference every other implementation (ONNX function, C++ kernel) is held equal to.
 All three decision rules are one formula; a rule's unused parameters are neutral:
@@ -13,7 +13,7 @@ with `rank` the position of j among the n valid tokens of row b sorted by descen
 
 `bin_rounding="top"` replaces the exact integer bin with the float32 expression of ToP's released
 code, `int(rank / (n + 1e-6) * B)`, which lands one bin lower wherever rank * B / n is a whole
-number (compatibility mode for imported ToP checkpoints, DESIGN.md §2).
+number (compatibility mode for imported ToP checkpoints, docs/design.md §2).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The compiled TokenPrune kernel (custom_ops/tokenprune.cc) equals the PyTorch reference and the
-portable ONNX function, exactly: same kept sets, same hidden bits (DESIGN.md §3)."""
+portable ONNX function, exactly: same kept sets, same hidden bits (docs/design.md §3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Importance score and the TokenPrune reference (DESIGN.md §2, §3) on hand-built inputs."""
+"""Importance score and the TokenPrune reference (docs/design.md §2, §3) on hand-built inputs."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""Data: text files and (later) GLUE tasks."""
+"""Data: text files (data.text), GLUE tasks (data.glue) and their metrics (data.metrics)."""

@@ -1,5 +1,5 @@
 """The `tokprune::TokenPrune` and `tokprune::ScoredAttention` ops as ONNX functions with standard-op
-bodies (DESIGN.md §3).
+bodies (docs/design.md §3).
 
 A model that carries these functions runs in a plain `onnxruntime.InferenceSession`: onnxruntime
 inlines a body when no kernel for the op is registered. TokenPrune's body computes exactly the rule

@@ -29,7 +29,6 @@ from types import ModuleType
 from onnx_tokprune.errors import MissingFileError
 
 KERNEL_ENV = "TOKPRUNE_KERNEL_LIBRARY"
-LIBRARY_NAME = "libtokprune_kernel.so"
 SOURCES_PACKAGE = "onnx_tokprune._custom_ops"
 _CHECKOUT_SOURCES = Path(__file__).resolve().parents[2] / "custom_ops"
 _build_module: ModuleType | None = None

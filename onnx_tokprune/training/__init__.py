@@ -1,1 +1,1 @@
-"""Training: baseline fine-tuning and the pruning methods (LTP; ToP later)."""
+"""Training: baseline fine-tuning (finetune), LTP (ltp), ToP (top, with its gates and FLOPs constraint in constraint and l0, its ranking loss in ranking)."""
