@@ -14,7 +14,6 @@ An artifact directory holds
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Iterable, Mapping
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from onnx_tokprune.config import ConfigError, PruneConfig
 from onnx_tokprune.errors import ArtifactError, ManifestError
-from onnx_tokprune.io import atomic_output_dir, write_json_atomic
+from onnx_tokprune.io import atomic_output_dir, read_json, write_json_atomic
 
 if TYPE_CHECKING:
     import onnx
@@ -42,6 +41,7 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 LOGITS_OUTPUT = "logits"
 KEPT_PREFIX = "kept_index_"
 MANIFEST_VERSION = 1
+_REEXPORT = "re-export the artifact (tokprune-export)"
 
 
 def kept_output_name(layer: int) -> str:
@@ -244,22 +244,14 @@ class Artifact:
         return self.path / TOKENIZER_FILE
 
 
-def _read_object(path: Path, what: str, error: type[ArtifactError] = ArtifactError) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
-        raise error(f"{path} cannot be read ({first}): re-export the artifact (tokprune-export)") from None
-
-
 def read_manifest(directory: str | os.PathLike) -> Manifest:
     """The manifest of an artifact directory (or of one written before it had its own file)."""
     path = Path(directory)
     if (path / MANIFEST_FILE).is_file():
-        return Manifest.from_json(_read_object(path / MANIFEST_FILE, "manifest", ManifestError), str(path / MANIFEST_FILE))
+        return Manifest.from_json(read_json(path / MANIFEST_FILE, ManifestError, "not found", _REEXPORT), str(path / MANIFEST_FILE))
     legacy = path / LEGACY_MANIFEST_FILE
     if legacy.is_file():
-        return Manifest.from_legacy(_read_object(legacy, "manifest", ManifestError), str(legacy))
+        return Manifest.from_legacy(read_json(legacy, ManifestError, "not found", _REEXPORT), str(legacy))
     raise ManifestError(f"{path} has no {MANIFEST_FILE} (the manifest tokprune-export writes): pass a directory written by tokprune-export")
 
 
@@ -275,7 +267,7 @@ def read_artifact(directory: str | os.PathLike) -> Artifact:
     manifest = read_manifest(path)
     if not (path / HF_CONFIG_FILE).is_file():
         raise ArtifactError(f"{path} has no {HF_CONFIG_FILE}: re-export it (tokprune-export)")
-    hf_config = _read_object(path / HF_CONFIG_FILE, "the model config")
+    hf_config = read_json(path / HF_CONFIG_FILE, ArtifactError, "not found", _REEXPORT)
     if not isinstance(hf_config, dict):
         raise ArtifactError(f"{path / HF_CONFIG_FILE} must hold a JSON object (the model config): re-export the artifact (tokprune-export)")
     if not (path / TOKENIZER_FILE).is_file():

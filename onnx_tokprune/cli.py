@@ -584,8 +584,8 @@ EVAL_MODES = ("drop", "mask")
 @user_errors
 def eval_command(model, artifact, task, modes, json_out, data_dir, kernel):
     """Full-dev metric, kept tokens per layer, analytic and counted FLOPs, relative FLOPs."""
-    from onnx_tokprune.data.glue import get_task
     from onnx_tokprune.artifact import MODEL_FILE
+    from onnx_tokprune.data.glue import get_task
     from onnx_tokprune.evaluate import eval_table, evaluate_artifact, evaluate_checkpoint
     from onnx_tokprune.modeling import check_checkpoint
     from onnx_tokprune.runtime.session import PrunedSession

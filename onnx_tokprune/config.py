@@ -22,7 +22,6 @@ right after that layer's attention (docs/design.md §2). Rules and their per-lay
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from onnx_tokprune.errors import ConfigError
-from onnx_tokprune.io import write_json_atomic
+from onnx_tokprune.io import read_json, write_json_atomic
 
 CONFIG_NAME = "tokprune.json"
 FORMAT_VERSION = 1
@@ -227,12 +226,7 @@ class PruneConfig:
         path = Path(path)
         if path.is_dir():
             path = path / CONFIG_NAME
-        if not path.is_file():
-            raise ConfigError(f"{path} not found: a pruned checkpoint needs a {CONFIG_NAME} (run tokprune-calibrate)")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ConfigError(f"{path} is not valid JSON: {e}") from None
+        data = read_json(path, ConfigError, f"not found: a pruned checkpoint needs a {CONFIG_NAME} (run tokprune-calibrate)", f"fix or rewrite {CONFIG_NAME}")
         try:
             cfg = cls.from_json(data)
             if num_hidden_layers is not None:

@@ -239,6 +239,19 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
+def read_json(path: str | os.PathLike, error: type[Exception], missing: str, hint: str) -> Any:
+    """The parsed JSON file at `path`. When it is missing: `error(f"{path} {missing}")`; when it cannot
+    be read or is not UTF-8 JSON: `error(f"{path} is not valid JSON (<first line of why>): {hint}")`."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path} {missing}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        why = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise error(f"{path} is not valid JSON ({why}): {hint}") from None
+
+
 def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
     """Write JSON (indented, newline-terminated) atomically; see write_text_atomic."""
     return write_text_atomic(path, json.dumps(data, indent=2) + "\n")

@@ -290,7 +290,7 @@ def test_gate_state_round_trips_and_refuses_what_does_not_fit(tmp_path):
     rebuilt = ToPGates.from_state(again, SHAPE)
     assert torch.allclose(rebuilt.bin_gates.log_alpha, torch.tensor(state.bin_log_alpha))
     assert rebuilt.binarized_rules() == gates.binarized_rules()
-    with pytest.raises(TrainingError, match="has no top_gates.json"):
+    with pytest.raises(TrainingError, match="top_gates.json not found: the checkpoint was not written by tokprune-train top"):
         GateState.load(tmp_path / "elsewhere")
     with pytest.raises(TrainingError, match="bin_log_alpha"):
         GateState.from_json({**state.to_json(), "bin_log_alpha": [[0.0]]})

@@ -35,7 +35,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from onnx_tokprune.artifact import kept_counts
+from onnx_tokprune.architectures import spec_for
+from onnx_tokprune.artifact import LOGITS_OUTPUT, kept_counts
 from onnx_tokprune.bench.timing import ISA_FLAGS, Feeds, Runner, cpu_model, cut, isa_flags, oracle_feeds, timed_chunks
 from onnx_tokprune.data.text import TextExample
 from onnx_tokprune.errors import ArtifactError
@@ -110,11 +111,12 @@ def _torch_runner(hf_model, threads: int) -> Runner:
     import torch
 
     torch.set_num_threads(threads)
+    inputs = spec_for(hf_model.config).inputs
 
     def run(feeds: Feeds) -> dict[str, np.ndarray]:
         with torch.inference_mode():
-            logits = hf_model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits
-        return {"logits": logits.numpy()}
+            logits = hf_model(**{k: torch.from_numpy(feeds[k]) for k in inputs}).logits
+        return {LOGITS_OUTPUT: logits.numpy()}
 
     return Runner("pytorch eager", run)
 

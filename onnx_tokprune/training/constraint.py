@@ -17,7 +17,6 @@ target ramp, the binarisation matched to a target, and the gate state a checkpoi
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -30,6 +29,7 @@ from torch import nn
 from onnx_tokprune.config import LayerRule, PruneConfig
 from onnx_tokprune.errors import TrainingError
 from onnx_tokprune.flops import EncoderShape
+from onnx_tokprune.io import read_json
 from onnx_tokprune.training.l0 import HardConcreteGate
 
 BIN_GATE_INIT = 10.0
@@ -238,10 +238,5 @@ class GateState:
         path = Path(directory) / GATES_FILE
         if not path.is_file() and provenance and "bin_log_alpha" in provenance:
             return cls.from_json({"version": GATES_VERSION, **{k: v for k, v in provenance.items() if k in cls.__dataclass_fields__}})
-        if not path.is_file():
-            raise TrainingError(f"{directory} has no {GATES_FILE}: it is not a checkpoint written by tokprune-train top")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise TrainingError(f"{path} is not valid JSON ({e}): train the checkpoint again") from None
-        return cls.from_json(data)
+        missing = "not found: the checkpoint was not written by tokprune-train top"
+        return cls.from_json(read_json(path, TrainingError, missing, "train the checkpoint again"))
