@@ -14,7 +14,14 @@ from conftest import ragged_batch
 from onnx_tokprune.config import LayerRule, PruneConfig
 from onnx_tokprune.errors import PassError
 from onnx_tokprune.export.exporter import to_onnx
-from onnx_tokprune.export.passes import EmbedLayerNormFusion, check_fusions, embed_layer_norm_fusion, ort_transformer_fusions, refusals
+from onnx_tokprune.export.passes import (
+    EmbedLayerNormFusion,
+    EmbedLayerNormFusionNoTypes,
+    check_fusions,
+    embed_layer_norm_fusion,
+    ort_transformer_fusions,
+    refusals,
+)
 from onnx_tokprune.modeling import wrap
 
 VOCAB = 100
@@ -144,3 +151,51 @@ def test_the_fusion_contract_names_what_fell_short(bert, layer0_graph):
     plain = to_onnx(encoder, 17)
     with pytest.raises(PassError, match="holds 0 Attention"):
         check_fusions(plain, bert.config, (0,))
+
+
+@pytest.fixture(scope="module")
+def distilbert_graph():
+    """DistilBERT pruning at layer 0 after onnxruntime's fusions: embeddings without token types."""
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = DistilBertConfig(vocab_size=VOCAB, dim=32, n_layers=2, n_heads=4, hidden_dim=64, initializer_range=0.2)
+    model = DistilBertForSequenceClassification(config).eval()
+    encoder = wrap(model, PruneConfig(rule="top_k", layers=(LayerRule(0, keep_ratio=0.5),)))
+    fused, _ = ort_transformer_fusions(to_onnx(encoder, 17), model.config)
+    return encoder, fused
+
+
+def _ids_not_an_input(model):
+    gather = next(n for n in model.graph.node if n.op_type == "Gather" and n.input[1] == "input_ids")
+    _insert_identity(model, gather, 1)
+
+
+NO_TYPES_REFUSALS = {
+    "input_ids must be a graph input": _ids_not_an_input,
+    "embedding tables, gamma and beta must be constants": _table_not_constant,
+    "LayerNormalization must normalise the last axis": _layer_norm_axis,
+    "position ids must be a Slice of a constant table": _positions_not_a_slice,
+    "position ids must be 0..S-1": _positions_shifted,
+}
+
+
+def test_the_rule_without_token_types_fires_on_distilbert(distilbert_graph):
+    encoder, graph = distilbert_graph
+    assert refusals(EmbedLayerNormFusionNoTypes.rule(), graph) == ()
+    fused, record = embed_layer_norm_fusion(graph)
+    assert record.counts == {"EmbedLayerNormalization": 1}
+    batch = ragged_batch([9, 4, 13], seed=2, vocab_size=VOCAB)
+    session = ort.InferenceSession(fused.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run(["logits"], {"input_ids": batch[0].numpy(), "attention_mask": batch[1].numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, encoder(batch[0], batch[1]).logits.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("reason", NO_TYPES_REFUSALS)
+def test_the_rule_without_token_types_refuses_and_says_why(distilbert_graph, reason):
+    _, graph = distilbert_graph
+    broken = _copy(graph)
+    NO_TYPES_REFUSALS[reason](broken)
+    _, record = embed_layer_norm_fusion(broken)
+    assert record.counts == {} and record.refused == (reason,)

@@ -11,7 +11,7 @@ from typing import Any
 from onnx_tokprune.architectures.base import ArchitectureSpec, ConfigFields
 from onnx_tokprune.errors import CheckpointError
 
-_MODULES = ("bert", "roberta")
+_MODULES = ("albert", "bert", "distilbert", "electra", "roberta", "xlm_roberta")
 ARCHITECTURES: dict[str, ArchitectureSpec] = {
     spec.model_type: spec for spec in (import_module(f"{__name__}.{name}").SPEC for name in _MODULES)
 }
@@ -30,6 +30,8 @@ def spec_for(config: Any, where: str = "the checkpoint") -> ArchitectureSpec:
     spec = ARCHITECTURES.get(model_type) if isinstance(model_type, str) else None
     if spec is None:
         raise CheckpointError(f"{where}: architecture {model_type!r} is not supported (supported: {', '.join(supported())})")
+    if spec.check is not None and not isinstance(config, str):
+        spec.check(config, where)
     return spec
 
 

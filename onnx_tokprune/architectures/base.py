@@ -7,6 +7,7 @@ runtime and the FLOPs model read specs too.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ class ConfigFields:
     intermediate: str = "intermediate_size"
     max_positions: str = "max_position_embeddings"
     vocab: str = "vocab_size"
+    activation: str = "hidden_act"
 
     def get(self, config: Any, name: str, default: Any = None) -> Any:
         """The value of field `name` ("hidden", "heads", ...) in an HF config object or dict."""
@@ -32,6 +34,11 @@ class ConfigFields:
     def required(self) -> tuple[str, ...]:
         """The config keys that must be positive integers for the spec to describe the model."""
         return (self.layers, self.heads, self.hidden)
+
+
+GELU_FUSIONS = {"gelu": "BiasGelu", "gelu_new": "FastGelu", "gelu_fast": "FastGelu", "gelu_pytorch_tanh": "FastGelu"}
+"""The op onnxruntime's fuser makes of an FFN's bias + activation, by the config's activation name
+(exact GELU -> BiasGelu, its tanh approximations -> FastGelu); other activations stay unfused."""
 
 
 @dataclass(frozen=True)
@@ -51,19 +58,29 @@ class ArchitectureSpec:
     embeddings_fuse: bool = True
     """Whether the embeddings fuse into one EmbedLayerNormalization (word + position 0..S-1 [+ type],
     LayerNorm): onnxruntime's fuser when layer 0 is plain, the embed_layer_norm_fusion rule when it scores."""
+    layer0_attention_fuses: Callable[[Any], bool] = lambda config: True
+    """Whether onnxruntime's fuser makes an Attention node of a plain (not scoring) layer 0 for this
+    config (ALBERT: no, measured)."""
+    check: Callable[[Any, str], None] | None = None
+    """Raises CheckpointError (naming `where`) for a config of this model_type the adapter cannot run."""
 
-    def expected_fusions(self, num_layers: int, scoring_layers: tuple[int, ...] = ()) -> dict[str, int]:
-        """The op counts a fully optimized graph of this architecture holds: Attention on every layer
-        that does not score (a scoring layer is one ScoredAttention node), both residual LayerNorms of
-        every layer as SkipLayerNormalization, every FFN's GELU as BiasGelu, the embeddings as one
-        EmbedLayerNormalization where they fuse."""
+    def expected_fusions(self, config: Any, scoring_layers: tuple[int, ...] = ()) -> dict[str, int]:
+        """The op counts a fully optimized graph of a model with this HF config holds: Attention on
+        every layer that does not score (a scoring layer is one ScoredAttention node), both residual
+        LayerNorms of every layer as SkipLayerNormalization (a plain layer 0 stays unfused where
+        `layer0_attention_fuses` says so), every FFN's bias + GELU as BiasGelu or
+        FastGelu (GELU_FUSIONS), the embeddings as one EmbedLayerNormalization where they fuse."""
+        num_layers = self.fields.get(config, "layers")
         scoring = len(set(scoring_layers))
+        unfused = 0 if 0 in scoring_layers or self.layer0_attention_fuses(config) else 1
         counts = {
-            "Attention": num_layers - scoring,
+            "Attention": num_layers - scoring - unfused,
             "SkipLayerNormalization": 2 * num_layers,
-            "BiasGelu": num_layers,
             "EmbedLayerNormalization": 1 if self.embeddings_fuse else 0,
         }
+        gelu = GELU_FUSIONS.get(str(self.fields.get(config, "activation", "gelu")))
+        if gelu is not None:
+            counts[gelu] = num_layers
         if scoring:
             counts["ScoredAttention"] = scoring
         return counts

@@ -19,7 +19,7 @@ from onnx_tokprune.architectures import spec_for
 from onnx_tokprune.artifact import PassRecord
 from onnx_tokprune.errors import PassError
 from onnx_tokprune.export.exporter import legacy_export
-from onnx_tokprune.export.passes import check_fusions, run_ort_fuser
+from onnx_tokprune.export.passes import check_fusions, embed_layer_norm_fusion, run_ort_fuser
 from onnx_tokprune.export.quantize import DEFAULT_INT8, Int8Setting, int8_setting, run_quantize_dynamic, weight_linear_nodes
 
 
@@ -33,11 +33,10 @@ class _Logits(torch.nn.Module):
         return self.model(**dict(zip(self.inputs, args))).logits
 
 
-def export_unpruned_optimized(hf_model: torch.nn.Module, opset: int = 17) -> tuple[onnx.ModelProto, PassRecord]:
-    """Export an HF sequence classifier unpruned and apply onnxruntime's transformer fusions.
-
-    Raises PassError when the fusions fall short of the architecture's contract (the graph would
-    not be the strongest baseline)."""
+def export_unpruned_optimized(hf_model: torch.nn.Module, opset: int = 17) -> tuple[onnx.ModelProto, list[PassRecord]]:
+    """Export an HF sequence classifier unpruned and apply onnxruntime's transformer fusions, then the
+    embedding rule where onnxruntime's fuser left the embeddings (export.passes.embed_layer_norm_fusion:
+    the strongest baseline). Raises PassError when the fusions fall short of the architecture's contract."""
     cfg = hf_model.config
     spec = spec_for(cfg)
     previous = cfg._attn_implementation
@@ -47,8 +46,9 @@ def export_unpruned_optimized(hf_model: torch.nn.Module, opset: int = 17) -> tup
     finally:
         hf_model.set_attn_implementation(previous)
     model, counts = run_ort_fuser(exported, spec, cfg)
+    model, embed = embed_layer_norm_fusion(model)
     check_fusions(model, cfg)
-    return model, PassRecord("ort_transformer_fusions", counts)
+    return model, [PassRecord("ort_transformer_fusions", counts), embed]
 
 
 def quantize_unpruned_optimized(

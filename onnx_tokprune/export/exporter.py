@@ -148,8 +148,8 @@ def export_artifact(
     if optimize and encoder.config is None:
         from onnx_tokprune.export.baseline import export_unpruned_optimized, quantize_unpruned_optimized
 
-        model, report = export_unpruned_optimized(encoder.model, opset)
-        passes.append(report)
+        model, reports = export_unpruned_optimized(encoder.model, opset)
+        passes.extend(reports)
         if int8:
             model, int8_info = quantize_unpruned_optimized(model, int8_setting)
     else:

@@ -72,7 +72,7 @@ def check_fusions(model: onnx.ModelProto, hf_config: Any, scoring_layers: tuple[
     """PassError naming the first fused op of the architecture's contract (spec.expected_fusions)
     that the graph holds fewer of than expected; returns the expected counts."""
     spec = spec_for(hf_config)
-    expected = spec.expected_fusions(spec.fields.get(hf_config, "layers"), tuple(scoring_layers))
+    expected = spec.expected_fusions(hf_config, tuple(scoring_layers))
     found = Counter(n.op_type for n in model.graph.node)
     for op, want in expected.items():
         if found[op] < want:
@@ -81,6 +81,28 @@ def check_fusions(model: onnx.ModelProto, hf_config: Any, scoring_layers: tuple[
                 f"(scoring layers {list(scoring_layers)}): onnxruntime's fuser did not match this export; export without --optimize"
             )
     return expected
+
+
+def _embedding_refusal(context, inputs, tables, normed, position_ids) -> pattern.MatchResult:
+    """The checks both embedding rules share; a failed MatchResult says why the rule refused."""
+    result = pattern.MatchResult()
+    graph_inputs = context.graph_or_function.inputs
+    if not all(any(value is i for i in graph_inputs) for value in inputs):
+        return result.fail("input_ids and token_type_ids must be graph inputs" if len(inputs) == 2 else "input_ids must be a graph input")
+    if any(t.const_value is None for t in tables):
+        return result.fail("embedding tables, gamma and beta must be constants")
+    if normed.producer().attributes.get_int("axis", -1) not in (-1, 2):
+        return result.fail("LayerNormalization must normalise the last axis")
+    positions = position_ids.producer()
+    if positions is None or positions.op_type != "Slice" or len(positions.inputs) < 3:
+        return result.fail("position ids must be a Slice of a constant table")
+    table, starts = positions.inputs[0], positions.inputs[1]
+    if table.const_value is None or starts.const_value is None:
+        return result.fail("position ids must be a Slice of a constant table")
+    ids = table.const_value.numpy().reshape(-1)
+    if not np.array_equal(ids, np.arange(ids.size)) or starts.const_value.numpy().reshape(-1).tolist() != [0]:
+        return result.fail("position ids must be 0..S-1")
+    return result
 
 
 class EmbedLayerNormFusion(pattern.RewriteRuleClassBase):
@@ -95,25 +117,7 @@ class EmbedLayerNormFusion(pattern.RewriteRuleClassBase):
         return op.LayerNormalization(summed, gamma, beta, _allow_other_attributes=True, _outputs=["normed"])
 
     def check(self, context, input_ids, token_type_ids, word, token_type, position, position_ids, gamma, beta, normed, **_):
-        result = pattern.MatchResult()
-        graph_inputs = context.graph_or_function.inputs
-        if not all(any(value is i for i in graph_inputs) for value in (input_ids, token_type_ids)):
-            return result.fail("input_ids and token_type_ids must be graph inputs")
-        tables = (word, token_type, position, gamma, beta)
-        if any(t.const_value is None for t in tables):
-            return result.fail("embedding tables, gamma and beta must be constants")
-        if normed.producer().attributes.get_int("axis", -1) not in (-1, 2):
-            return result.fail("LayerNormalization must normalise the last axis")
-        positions = position_ids.producer()
-        if positions is None or positions.op_type != "Slice" or len(positions.inputs) < 3:
-            return result.fail("position ids must be a Slice of a constant table")
-        table, starts = positions.inputs[0], positions.inputs[1]
-        if table.const_value is None or starts.const_value is None:
-            return result.fail("position ids must be a Slice of a constant table")
-        ids = table.const_value.numpy().reshape(-1)
-        if not np.array_equal(ids, np.arange(ids.size)) or starts.const_value.numpy().reshape(-1).tolist() != [0]:
-            return result.fail("position ids must be 0..S-1")
-        return result
+        return _embedding_refusal(context, (input_ids, token_type_ids), (word, token_type, position, gamma, beta), normed, position_ids)
 
     def rewrite(self, op, input_ids, token_type_ids, word, token_type, position, gamma, beta, normed, **_):
         epsilon = normed.producer().attributes.get_float("epsilon", 1e-5)
@@ -121,6 +125,31 @@ class EmbedLayerNormFusion(pattern.RewriteRuleClassBase):
         types = op.Cast(token_type_ids, to=onnx.TensorProto.INT32)
         output, _mask_index = op.EmbedLayerNormalization(
             ids, types, word, position, token_type, gamma, beta, epsilon=epsilon, _domain="com.microsoft", _outputs=2
+        )
+        return output
+
+
+class EmbedLayerNormFusionNoTypes(pattern.RewriteRuleClassBase):
+    """The same for embeddings without token types (DistilBERT: word + position Gathers, one Add,
+    LayerNormalization): EmbedLayerNormalization with its optional segment inputs left out."""
+
+    def __init__(self, name: str | None = None, remove_nodes: bool = False, as_function: bool = False) -> None:
+        # The word Gather also feeds the Shape that sizes the position ids, so the matched nodes
+        # cannot be removed with the match; apply_rule's remove_unused_nodes drops them once dead.
+        super().__init__(name, remove_nodes, as_function)
+
+    def pattern(self, op, input_ids, word, position, position_ids, gamma, beta):
+        summed = op.Add(op.Gather(word, input_ids), op.Gather(position, position_ids))
+        return op.LayerNormalization(summed, gamma, beta, _allow_other_attributes=True, _outputs=["normed"])
+
+    def check(self, context, input_ids, word, position, position_ids, gamma, beta, normed, **_):
+        return _embedding_refusal(context, (input_ids,), (word, position, gamma, beta), normed, position_ids)
+
+    def rewrite(self, op, input_ids, word, position, gamma, beta, normed, **_):
+        epsilon = normed.producer().attributes.get_float("epsilon", 1e-5)
+        ids = op.Cast(input_ids, to=onnx.TensorProto.INT32)
+        output, _mask_index = op.EmbedLayerNormalization(
+            ids, None, word, position, None, gamma, beta, epsilon=epsilon, _domain="com.microsoft", _outputs=2
         )
         return output
 
@@ -142,22 +171,28 @@ def refusals(rule: pattern.RewriteRule, model: onnx.ModelProto) -> tuple[str, ..
     return tuple(dict.fromkeys(reasons))
 
 
-def apply_rule(rule: pattern.RewriteRule, model: onnx.ModelProto, name: str, fused_op: str) -> tuple[onnx.ModelProto, PassRecord]:
-    """Apply one rewrite rule to a graph (its functions are left as they are); the record counts the
-    `fused_op` nodes it made or, when it made none, gives its check's reasons at the near-matches."""
+def apply_rule(rules: list[pattern.RewriteRule], model: onnx.ModelProto, name: str, fused_op: str) -> tuple[onnx.ModelProto, PassRecord]:
+    """Apply rewrite rules (alternatives for one fusion) to a graph, its functions left as they are;
+    the record counts the `fused_op` nodes they made or, when they made none, gives their checks'
+    reasons at the near-matches."""
     ir_model = _ir_graph(model)
-    count = pattern.RewriteRuleSet([rule]).apply_to_model(ir_model)
+    count = pattern.RewriteRuleSet(list(rules)).apply_to_model(ir_model)
     remove_unused_nodes(ir_model)  # what the replaced nodes alone consumed
     fused = carry_over_functions(model, ir.serde.serialize_model(ir_model))
     if count and not any(o.domain == "com.microsoft" for o in fused.opset_import):
         fused.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
-    return fused, PassRecord(name, {fused_op: count} if count else {}, () if count else refusals(rule, model))
+    refused = () if count else tuple(dict.fromkeys(r for rule in rules for r in refusals(rule, model)))
+    return fused, PassRecord(name, {fused_op: count} if count else {}, refused)
+
+
+EMBEDDING_RULES = (EmbedLayerNormFusion, EmbedLayerNormFusionNoTypes)
 
 
 def embed_layer_norm_fusion(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassRecord]:
-    """Fuse BERT's embeddings into EmbedLayerNormalization where onnxruntime's fuser did not
-    (EmbedLayerNormFusion); the record says why the rule refused when it matched but did not fire."""
-    return apply_rule(EmbedLayerNormFusion.rule(), model, "embed_layer_norm_fusion", "EmbedLayerNormalization")
+    """Fuse the embeddings into EmbedLayerNormalization where onnxruntime's fuser did not
+    (EmbedLayerNormFusion, or EmbedLayerNormFusionNoTypes without token types); the record says
+    why the rules refused when they matched but did not fire."""
+    return apply_rule([rule.rule() for rule in EMBEDDING_RULES], model, "embed_layer_norm_fusion", "EmbedLayerNormalization")
 
 
 def optimize_pruned(model: onnx.ModelProto, hf_config: Any, scoring_layers: tuple[int, ...]) -> tuple[onnx.ModelProto, list[PassRecord]]:
