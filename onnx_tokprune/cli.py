@@ -103,6 +103,82 @@ def _write_json(path: str, data) -> None:
     write_json_atomic(target, data)
 
 
+def _data_options(files: str):
+    """The data options every data command shares, gathered into one `source` (data.source.DataSource)
+    argument. `files`: "texts" (--data FILE, labels unused), "eval" (--data FILE, labelled), "train"
+    (--train-file / --validation-file, --problem-type), or "bench" (--data FILE, repeatable)."""
+
+    def decorate(func):
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            from onnx_tokprune.data.source import DataSource
+
+            names = kwargs.pop("column_names")
+            kwargs["source"] = DataSource(
+                task=kwargs.pop("task"), data_dir=kwargs.pop("data_dir"), dataset=kwargs.pop("dataset"),
+                dataset_config=kwargs.pop("dataset_config"), text_column=kwargs.pop("text_column"),
+                pair_column=kwargs.pop("text_pair_column"), label_column=kwargs.pop("label_column"),
+                column_names=tuple(n.strip() for n in names.split(",")) if names else None,
+            )
+            try:
+                kwargs["source"].check()
+            except TokpruneError as e:
+                raise click.ClickException(str(e).splitlines()[0]) from None
+            return func(*args, **kwargs)
+
+        options = [
+            click.option("--task", help="GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte): alone, its files under --data-dir "
+                         "(or `glue` from the hub); with files, it names their columns, labels and metrics."),
+            click.option("--data-dir", default=lambda: os.environ.get("TOKPRUNE_DATA"), show_default="$TOKPRUNE_DATA",
+                         help="Local GLUE directory (<Task>/train.tsv, dev.tsv) for --task."),
+            click.option("--dataset", help="A Hugging Face hub dataset by name (online), e.g. imdb; its train/validation splits."),
+            click.option("--dataset-config", help="The hub dataset's configuration name."),
+            click.option("--text-column", help="Column holding the text (default: sentence1/sentence2, question/sentence, text, sentence, ...)."),
+            click.option("--text-pair-column", help="Column holding the second text of a pair."),
+            click.option("--label-column", help="Column holding the label (default: label, labels or score)."),
+            click.option("--column-names", help="Comma-separated names of a headerless .csv/.tsv file's columns, e.g. text,label."),
+        ]
+        if files == "train":
+            options += [
+                click.option("--train-file", type=click.Path(), help="Training data: .csv, .tsv, .json, .jsonl or .parquet."),
+                click.option("--validation-file", type=click.Path(), help="Validation data, same formats."),
+                click.option("--problem-type", type=click.Choice(["classification", "regression"]),
+                             help="Default: regression for float labels, else classification (fine-tuning only)."),
+                click.option("--metric", help="Main metric to report (default by task type: binary f1, multi-class accuracy, regression pearson)."),
+            ]
+        elif files == "eval":
+            options += [
+                click.option("--data", "data_file", type=click.Path(), help="Labelled data: .csv, .tsv, .json, .jsonl or .parquet (default: --task's dev set)."),
+                click.option("--metric", help="Main metric to report (default by task type: binary f1, multi-class accuracy, regression pearson)."),
+            ]
+        elif files == "bench":
+            options.append(click.option("--data", "data_files", multiple=True, type=click.Path(),
+                                        help="Texts: .tsv (GLUE or one per line), .txt, .csv, .json, .jsonl, .parquet; repeat for several files."))
+        else:
+            options.append(click.option("--data", "data_file", type=click.Path(),
+                                        help="Texts: .tsv (GLUE or one per line), .txt, .csv, .json, .jsonl, .parquet (labels unused)."))
+        for option in reversed(options):
+            wrapper = option(wrapper)
+        return wrapper
+
+    return decorate
+
+
+def _source_args(source) -> list[str]:
+    """The data options of `source` as command-line arguments (recorded in reports)."""
+    pairs = (("--task", source.task), ("--dataset", source.dataset), ("--dataset-config", source.dataset_config),
+             ("--text-column", source.text_column), ("--text-pair-column", source.pair_column),
+             ("--label-column", source.label_column), ("--column-names", ",".join(source.column_names) if source.column_names else None))
+    return [a for option, value in pairs if value for a in (option, str(value))]
+
+
+def _texts(source, data_file, split: str, limit: int | None):
+    """The examples of a texts-only command: --data FILE, or --task / --dataset's `split`."""
+    from onnx_tokprune.data.source import load_split
+
+    return load_split(source, data_file, split, need_labels=False, limit=limit).examples
+
+
 @click.group()
 def main() -> None:
     """Token pruning that physically removes tokens: calibrate, export, check parity, benchmark."""
@@ -110,7 +186,7 @@ def main() -> None:
 
 @main.command("calibrate")
 @click.option("--model", required=True, help="HF checkpoint directory (or hub name when online).")
-@click.option("--data", "data_file", required=True, type=click.Path(), help="Calibration sentences: GLUE .tsv or one per line.")
+@_data_options("texts")
 @click.option("--output", required=True, type=click.Path(), help="Checkpoint directory to write (HF files + tokprune.json).")
 @click.option("--keep", type=float, help="Fraction of non-CLS tokens left after the last pruning layer.")
 @click.option("--flops", "target_flops", type=float, help="Target relative FLOPs instead of --keep.")
@@ -124,7 +200,7 @@ def main() -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for a newly initialised head.")
 @click.option("--force", is_flag=True, help="Replace --output if it exists.")
 @user_errors
-def calibrate_command(model, data_file, output, keep, target_flops, rule, layers, schedule, normalizer, normalizer_length, samples, num_labels, seed, force):
+def calibrate_command(model, source, data_file, output, keep, target_flops, rule, layers, schedule, normalizer, normalizer_length, samples, num_labels, seed, force):
     """Choose per-layer thresholds (or top-k ratios) from score statistics; no training."""
     if (keep is None) == (target_flops is None):
         raise click.UsageError("give exactly one of --keep or --flops")
@@ -138,13 +214,12 @@ def calibrate_command(model, data_file, output, keep, target_flops, rule, layers
     import torch
 
     from onnx_tokprune.calibrate import calibrate
-    from onnx_tokprune.data.text import read_texts
     from onnx_tokprune.io import atomic_output_dir
     from onnx_tokprune.modeling import check_checkpoint, load_classifier, load_tokenizer
     from onnx_tokprune.runtime.text_encoder import TextEncoder
 
     check_checkpoint(model, "if_missing", local=False)
-    examples = read_texts(data_file, limit=samples)
+    examples = _texts(source, data_file, "train", samples)
     torch.manual_seed(seed)
     hf_model = load_classifier(model, "if_missing", num_labels=num_labels, local=False)
     tokenizer = load_tokenizer(model, local=False)
@@ -161,7 +236,7 @@ def calibrate_command(model, data_file, output, keep, target_flops, rule, layers
         normalizer_length=normalizer_length,
         schedule=schedule,
     )
-    result.config.provenance.update({"model": str(model), "data": str(data_file)})
+    result.config.provenance.update({"model": str(model), "data": source.describe(data_file, "train")})
     with atomic_output_dir(output, force) as tmp:
         hf_model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -215,16 +290,15 @@ def export_command(model, opset, output, unpruned, int8, int8_setting, optimize,
 @main.command("parity")
 @click.option("--model", required=True, type=click.Path(), help="Checkpoint directory (PyTorch side).")
 @click.option("--artifact", required=True, type=click.Path(), help="Artifact directory (onnxruntime side).")
-@click.option("--data", "data_file", required=True, type=click.Path(), help="Sentences: GLUE .tsv or one per line.")
+@_data_options("texts")
 @click.option("--samples", type=int, default=500, show_default=True, help="Sentences read from --data (0 = all).")
 @click.option("--batch-sizes", default="1,8", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--atol", type=float, default=1e-4, show_default=True, help="Tolerance on |Δlogit|.")
 @click.option("--report", type=click.Path(), help="Also write the report as JSON here.")
 @_kernel_option
 @user_errors
-def parity_command(model, artifact, data_file, samples, batch_sizes, atol, report, kernel):
+def parity_command(model, artifact, source, data_file, samples, batch_sizes, atol, report, kernel):
     """Check that the artifact computes what the PyTorch drop-mode model computes."""
-    from onnx_tokprune.data.text import read_texts
     from onnx_tokprune.modeling import check_checkpoint, load_pruned
     from onnx_tokprune.parity import check_parity
 
@@ -236,7 +310,7 @@ def parity_command(model, artifact, data_file, samples, batch_sizes, atol, repor
         check_output_file(report)
     kernel_library = _kernel_choice(kernel)
     check_checkpoint(model, "trained", tokenizer=False)
-    examples = read_texts(data_file, limit=samples or None)
+    examples = _texts(source, data_file, "validation", samples or None)
     from onnx_tokprune.runtime.session import PrunedSession
 
     # PyTorch and onnxruntime take turns: both on the CPUs really available, neither spinning while the other runs
@@ -253,7 +327,7 @@ def parity_command(model, artifact, data_file, samples, batch_sizes, atol, repor
 
 @main.command("bench")
 @click.option("--artifact", required=True, type=click.Path(), help="Pruned fp32 artifact directory (tokprune-export).")
-@click.option("--data", "data_files", required=True, multiple=True, type=click.Path(), help="Sentences: GLUE .tsv or one per line; repeat for several files.")
+@_data_options("bench")
 @click.option("--model", "checkpoint", type=click.Path(), help="The artifact's checkpoint (default: the one its manifest names).")
 @click.option("--samples", type=int, default=200, show_default=True, help="Sentences per file.")
 @click.option("--threads", type=int, default=2, show_default=True, help="Intra-op threads (onnxruntime and PyTorch).")
@@ -263,13 +337,12 @@ def parity_command(model, artifact, data_file, samples, batch_sizes, atol, repor
 @click.option("--force", is_flag=True, help="Replace --output if it exists.")
 @_kernel_option
 @user_errors
-def bench_command(artifact, data_files, checkpoint, samples, threads, repeats, batch_size, output, force, kernel):
+def bench_command(artifact, source, data_files, checkpoint, samples, threads, repeats, batch_size, output, force, kernel):
     """Pruned vs unpruned (onnxruntime-optimized fp32 and INT8) vs PyTorch eager: batch 1 and batch 8."""
     import shlex
 
     from onnx_tokprune.bench.suite import environment_line, markdown, plot, run_bench, to_json
     from onnx_tokprune.config import write_json_atomic
-    from onnx_tokprune.data.text import read_texts
     from onnx_tokprune.io import atomic_output_dir
 
     for name, value in (("samples", samples), ("threads", threads), ("repeats", repeats), ("batch-size", batch_size)):
@@ -277,9 +350,12 @@ def bench_command(artifact, data_files, checkpoint, samples, threads, repeats, b
     kernel_library = _kernel_choice(kernel)
     output = Path(output or f"{str(artifact).rstrip('/')}-bench")
     check_output_dir(output, force)
-    data = [(Path(f).parent.name or Path(f).stem, read_texts(f, limit=samples)) for f in data_files]
+    if data_files:
+        data = [(Path(f).parent.name or Path(f).stem, _texts(source, f, "validation", samples)) for f in data_files]
+    else:
+        data = [(source.describe(None, "validation"), _texts(source, None, "validation", samples))]
     report = run_bench(artifact, data, checkpoint, threads, repeats, batch_size, kernel_library)
-    args = ["tokprune-bench", "--artifact", str(artifact), *(a for f in data_files for a in ("--data", str(f)))]
+    args = ["tokprune-bench", "--artifact", str(artifact), *(a for f in data_files for a in ("--data", str(f))), *_source_args(source)]
     args += ["--model", str(checkpoint)] if checkpoint else []
     args += [f"--samples={samples}", f"--threads={threads}", f"--repeats={repeats}", f"--batch-size={batch_size}"]
     args += [] if kernel is None else ["--kernel" if kernel else "--no-kernel"]
@@ -323,16 +399,8 @@ def _recipe_option(func):
     )(func)
 
 
-def _data_dir_option(func):
-    return click.option(
-        "--data-dir", default=lambda: os.environ.get("TOKPRUNE_DATA"), show_default="$TOKPRUNE_DATA",
-        help="Local GLUE directory (<Task>/train.tsv, dev.tsv); unset: datasets.load_dataset('glue', task).",
-    )(func)
-
-
 def _train_options(func):
     for option in reversed([
-        click.option("--task", required=True, help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte."),
         click.option("--output", required=True, type=click.Path(), help="Checkpoint directory to write."),
         click.option("--max-train-samples", type=int, help="Seeded random subset of the training set."),
         click.option("--max-length", type=int, default=128, show_default=True, help="Training truncation length."),
@@ -341,7 +409,18 @@ def _train_options(func):
         click.option("--force", is_flag=True, help="Replace --output if it exists."),
     ]):
         func = option(func)
-    return _data_dir_option(_recipe_option(func))
+    return _data_options("train")(_recipe_option(func))
+
+
+def _training_input(source, train_file, validation_file, problem_type, metric):
+    """The data of a training command; one line when none is given."""
+    from onnx_tokprune.training.common import TrainingInput
+
+    if train_file is None and source.task is None and source.dataset is None:
+        raise click.UsageError("give the training data: --train-file and --validation-file, a GLUE --task, or a hub --dataset")
+    if source.task is not None and train_file is None and validation_file is not None:
+        raise click.UsageError("--validation-file needs --train-file (with --task alone both come from the task)")
+    return TrainingInput(source, train_file, validation_file, problem_type, metric)
 
 
 @main.group("train")
@@ -355,19 +434,18 @@ def train_group() -> None:
 @click.option("--lr", type=float, default=5e-5, show_default=True)
 @_train_options
 @user_errors
-def finetune_command(model, task, output, data_dir, max_train_samples, max_length, batch_size, seed, force, epochs, lr):
+def finetune_command(model, source, train_file, validation_file, problem_type, metric, output, max_train_samples, max_length, batch_size, seed, force, epochs, lr):
     """Baseline fine-tuning (HF Trainer): the teacher and starting point for LTP and ToP."""
-    from onnx_tokprune.data.glue import get_task
     from onnx_tokprune.modeling import check_checkpoint
     from onnx_tokprune.training.common import TrainSettings
     from onnx_tokprune.training.finetune import finetune
 
-    get_task(task)
+    data = _training_input(source, train_file, validation_file, problem_type, metric)
     check_output_dir(Path(output), force)
     check_checkpoint(model, "new", local=False)
     settings = TrainSettings(epochs=epochs, learning_rate=lr, batch_size=batch_size, seed=seed)
-    metrics = finetune(model, task, output, settings, data_dir, max_train_samples, max_length, force)
-    click.echo(f"wrote {output}; dev: " + ", ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items()))
+    metrics = finetune(model, data, output, settings, max_train_samples, max_length, force)
+    click.echo(f"wrote {output}; validation: " + ", ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items()))
 
 
 @train_group.command("ltp")
@@ -383,14 +461,13 @@ def finetune_command(model, task, output, data_dir, max_train_samples, max_lengt
 @click.option("--hard-lr", type=float, default=1e-5, show_default=True)
 @_train_options
 @user_errors
-def ltp_command(model, task, output, data_dir, max_train_samples, max_length, batch_size, seed, force, lam, temperature, threshold_lr, final_threshold, init_flops, soft_epochs, soft_lr, hard_epochs, hard_lr):
+def ltp_command(model, source, train_file, validation_file, problem_type, metric, output, max_train_samples, max_length, batch_size, seed, force, lam, temperature, threshold_lr, final_threshold, init_flops, soft_epochs, soft_lr, hard_epochs, hard_lr):
     """Learned Token Pruning: soft thresholds, then a hard stage; writes a checkpoint with tokprune.json."""
-    from onnx_tokprune.data.glue import get_task
     from onnx_tokprune.modeling import check_checkpoint
     from onnx_tokprune.training.common import TrainSettings
     from onnx_tokprune.training.ltp import LTPSettings, train_ltp
 
-    get_task(task)
+    data = _training_input(source, train_file, validation_file, problem_type, metric)
     check_checkpoint(model, "trained")
     check_output_dir(Path(output), force)
     settings = LTPSettings(
@@ -399,7 +476,7 @@ def ltp_command(model, task, output, data_dir, max_train_samples, max_length, ba
         hard=TrainSettings(epochs=hard_epochs, learning_rate=hard_lr, batch_size=batch_size, seed=seed),
     )
     settings.check()
-    config, metrics = train_ltp(model, task, output, settings, data_dir, max_train_samples, max_length, force)
+    config, metrics = train_ltp(model, data, output, settings, max_train_samples, max_length, force)
     thresholds = ", ".join(f"L{r.layer}: {r.threshold:.4g}" for r in config.layers)
     click.echo(f"wrote {output}; thresholds {thresholds}; dev (drop mode): " + ", ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items()))
 
@@ -422,15 +499,14 @@ def ltp_command(model, task, output, data_dir, max_train_samples, max_length, ba
 @click.option("--hard-lr", type=float, default=1e-5, show_default=True)
 @_train_options
 @user_errors
-def top_command(model, task, output, data_dir, max_train_samples, max_length, batch_size, seed, force, target_flops, bins, layers, rank_layers, top_k, rank_weight, ce_weight, reg_lr, warmup_epochs, epochs, lr, match_samples, hard_epochs, hard_lr):
+def top_command(model, source, train_file, validation_file, problem_type, metric, output, max_train_samples, max_length, batch_size, seed, force, target_flops, bins, layers, rank_layers, top_k, rank_weight, ce_weight, reg_lr, warmup_epochs, epochs, lr, match_samples, hard_epochs, hard_lr):
     """ToP: ranking distillation + L0 gates over rank bins and layers under a FLOPs constraint."""
     from onnx_tokprune.architectures import spec_for
-    from onnx_tokprune.data.glue import get_task
     from onnx_tokprune.modeling import check_checkpoint
     from onnx_tokprune.training.common import TrainSettings
     from onnx_tokprune.training.top import ToPSettings, train_top
 
-    get_task(task)
+    data = _training_input(source, train_file, validation_file, problem_type, metric)
     layer_list, rank_list = _layers(layers), _layers(rank_layers, "--rank-layers")
     hf = check_checkpoint(model, "trained")
     check_output_dir(Path(output), force)
@@ -441,29 +517,28 @@ def top_command(model, task, output, data_dir, max_train_samples, max_length, ba
         hard=TrainSettings(epochs=hard_epochs, learning_rate=hard_lr, batch_size=batch_size, seed=seed) if hard_epochs > 0 else None,
     )
     settings.check(spec_for(hf).fields.get(hf, "layers"))
-    config, metrics = train_top(model, task, output, settings, data_dir, max_train_samples, max_length, force)
+    config, metrics = train_top(model, data, output, settings, max_train_samples, max_length, force)
     kept = ", ".join(f"L{r.layer}: {sum(r.bin_mask)}/{len(r.bin_mask)}" for r in config.layers)
     click.echo(f"wrote {output}; open bins {kept}; dev (drop mode): " + ", ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items()))
 
 
 @main.command("match-flops")
 @click.option("--model", required=True, type=click.Path(), help="Checkpoint written by tokprune-train top.")
-@click.option("--data", "data_file", required=True, type=click.Path(), help="Inputs of the deployment distribution: GLUE .tsv or one per line (labels unused).")
+@_data_options("texts")
 @click.option("--output", required=True, type=click.Path(), help="Checkpoint directory to write.")
 @click.option("--target-flops", type=float, help="Relative FLOPs to match (default: the training target).")
 @click.option("--samples", type=int, default=1024, show_default=True, help="Inputs read from --data.")
 @click.option("--force", is_flag=True, help="Replace --output if it exists.")
 @user_errors
-def match_flops_command(model, data_file, output, target_flops, samples, force):
+def match_flops_command(model, source, data_file, output, target_flops, samples, force):
     """Re-match a ToP checkpoint's binarised gates to a FLOPs target on your inputs (one bin at a time)."""
-    from onnx_tokprune.data.text import read_texts
     from onnx_tokprune.modeling import check_checkpoint
     from onnx_tokprune.training.top import rematch_checkpoint
 
     _at_least(samples, 1, "--samples")
     check_checkpoint(model, "trained")
     check_output_dir(Path(output), force)
-    config, matched = rematch_checkpoint(model, read_texts(data_file, limit=samples), output, target_flops, force)
+    config, matched = rematch_checkpoint(model, _texts(source, data_file, "train", samples), output, target_flops, force)
     kept = ", ".join(f"L{r.layer}: {sum(r.bin_mask)}/{len(r.bin_mask)}" for r in config.layers)
     click.echo(
         f"wrote {output}; relative FLOPs on {matched['samples']} inputs {matched['binarized_flops']:.3f} -> "
@@ -533,18 +608,33 @@ def build_kernel_command(force):
 
 @main.command("show")
 @click.option("--artifact", required=True, type=click.Path(), help="Artifact directory (tokprune-export).")
-@click.option("--text", required=True, help="The sentence to show.")
+@click.option("--text", help="The sentence to show (or --row of --data).")
 @click.option("--pair", "text_pair", help="Second text, for pair tasks.")
+@_data_options("texts")
+@click.option("--row", type=int, help="With --data (or --task / --dataset): show its row N (1 = the first example).")
 @click.option("--png", required=True, type=click.Path(), help="PNG to write: one row per pruning layer, one column per token.")
 @click.option("--force", is_flag=True, help="Replace --png if it exists.")
 @_kernel_option
 @user_errors
-def show_command(artifact, text, text_pair, png, force, kernel):
+def show_command(artifact, text, text_pair, source, data_file, row, png, force, kernel):
     """For one sentence: which tokens survive each pruning layer, as text lines and a PNG."""
     from onnx_tokprune.runtime.session import open_artifact
     from onnx_tokprune.runtime.survival import check_plotting, plot_survival, token_survival
     from onnx_tokprune.runtime.text_encoder import check_text
 
+    from_data = data_file is not None or source.task is not None or source.dataset is not None
+    if (text is not None) == from_data:
+        raise click.UsageError("give --text, or --data (or --task / --dataset) with --row")
+    if from_data:
+        if row is None:
+            raise click.BadParameter("give the row to show with --data", param_hint="--row")
+        _at_least(row, 1, "--row", " (1 = the first example)")
+        examples = _texts(source, data_file, "validation", row)
+        if len(examples) < row:
+            raise click.BadParameter(f"the data has {len(examples)} example(s), there is no row {row}", param_hint="--row")
+        text, text_pair = examples[row - 1].text, examples[row - 1].text_pair
+    elif row is not None:
+        raise click.BadParameter("only applies with --data", param_hint="--row")
     for option, value in (("--text", text), ("--pair", text_pair)):
         if value is not None:
             try:
@@ -576,21 +666,19 @@ EVAL_MODES = ("drop", "mask")
 @main.command("eval")
 @click.option("--model", required=True, type=click.Path(), help="Checkpoint directory, or an artifact directory (model.onnx).")
 @click.option("--artifact", type=click.Path(), help="Also evaluate this artifact beside the checkpoint.")
-@click.option("--task", required=True, help="GLUE task.")
+@_data_options("eval")
 @click.option("--modes", default="drop,mask", show_default=True, help="PyTorch modes for a checkpoint: drop and/or mask, comma-separated.")
 @click.option("--json", "json_out", type=click.Path(), help="Also write the results as JSON here.")
-@_data_dir_option
 @_kernel_option
 @user_errors
-def eval_command(model, artifact, task, modes, json_out, data_dir, kernel):
-    """Full-dev metric, kept tokens per layer, analytic and counted FLOPs, relative FLOPs."""
+def eval_command(model, artifact, source, data_file, metric, modes, json_out, kernel):
+    """Metric on the whole evaluation data, kept tokens per layer, analytic and counted FLOPs, relative FLOPs."""
     from onnx_tokprune.artifact import MODEL_FILE
-    from onnx_tokprune.data.glue import get_task
+    from onnx_tokprune.data.source import load_split
     from onnx_tokprune.evaluate import eval_table, evaluate_artifact, evaluate_checkpoint
     from onnx_tokprune.modeling import check_checkpoint
     from onnx_tokprune.runtime.session import PrunedSession
 
-    get_task(task)
     mode_list = [m.strip() for m in modes.split(",") if m.strip()]
     unknown = [m for m in mode_list if m not in EVAL_MODES]
     if unknown or not mode_list:
@@ -601,13 +689,21 @@ def eval_command(model, artifact, task, modes, json_out, data_dir, kernel):
     threads = _pin_torch_threads()
     model_session = PrunedSession(model, threads, kernel_library, spinning=False) if (Path(model) / MODEL_FILE).is_file() else None
     artifact_session = PrunedSession(artifact, threads, kernel_library, spinning=False) if artifact else None
+    loaded = []
+
+    def split():
+        """The evaluation data, read once, after the model (a broken checkpoint is reported first)."""
+        if not loaded:
+            loaded.append(load_split(source, data_file, "validation", need_labels=True))
+        return loaded[0]
+
     if model_session is None:
         check_checkpoint(model, "trained")
-        results = evaluate_checkpoint(model, task, data_dir, tuple(mode_list))
+        results = evaluate_checkpoint(model, split, tuple(mode_list), metric)
     else:
-        results = [evaluate_artifact(model_session, task, data_dir)]
+        results = [evaluate_artifact(model_session, split(), metric)]
     if artifact_session is not None:
-        results.append(evaluate_artifact(artifact_session, task, data_dir))
+        results.append(evaluate_artifact(artifact_session, split(), metric))
     click.echo(eval_table(results))
     reference = next((r for r in results if r.source == "pytorch-drop"), None)
     onnx_result = next((r for r in results if r.source == "onnxruntime"), None)

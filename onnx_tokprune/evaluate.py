@@ -1,6 +1,7 @@
 """Task metric, kept tokens and FLOPs of a pruned model: PyTorch drop mode, mask mode, ONNX artifact.
 
-Every model is run at batch 1 on the full dev split, tokenized with the checkpoint's own
+Every model is run at batch 1 on the whole evaluation split (a data.source.Split: a GLUE dev set,
+a file, a hub split), its labels read through the model's own label names, tokenized with the checkpoint's own
 tokenizer.json (no truncation), so FLOPs are per sentence without padding:
 - analytic FLOPs: `flops.EncoderShape` from the tokens each layer kept;
 - counted FLOPs (drop mode): `torch.utils.flop_counter.FlopCounterMode` over the actual run.
@@ -10,6 +11,7 @@ The two must agree; relative FLOPs = pruned / unpruned analytic FLOPs on the sam
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 
@@ -19,7 +21,7 @@ from tqdm.auto import tqdm
 
 from onnx_tokprune.artifact import LOGITS_OUTPUT, kept_counts
 from onnx_tokprune.data.metrics import compute_metrics, main_metric
-from onnx_tokprune.data.text import TextExample
+from onnx_tokprune.data.source import LabelScheme, Split, encode_labels, metric_scheme
 from onnx_tokprune.flops import EncoderShape
 from onnx_tokprune.runtime.session import KernelChoice, PrunedSession
 from onnx_tokprune.runtime.text_encoder import TextEncoder
@@ -45,25 +47,22 @@ class EvalResult:
         return data
 
 
-def dev_examples(task: str, data_dir: str | None) -> tuple[list[TextExample], np.ndarray]:
-    """The full dev split of `task` as text examples and labels."""
-    from onnx_tokprune.data.glue import load_split
-
-    dev = load_split(task, "dev", data_dir)
-    pairs = dev["text_b"] if "text_b" in dev.column_names else [None] * len(dev)
-    return [TextExample(a, b) for a, b in zip(dev["text_a"], pairs)], np.asarray(dev["label"])
+def _labels(split: Split, config) -> tuple[LabelScheme, np.ndarray]:
+    """(the scheme metrics are computed with, the split's labels as the model's ids or scores)."""
+    scheme = LabelScheme.from_config(config)
+    return metric_scheme(split, scheme), encode_labels(split, scheme)
 
 
-def _result(task, source, logits, labels, lengths, kept, shape, counted=None) -> EvalResult:
+def _result(name, scheme, metric, source, logits, labels, lengths, kept, shape, counted=None) -> EvalResult:
     analytic = [shape.flops(n, k) for n, k in zip(lengths, kept)]
     unpruned = sum(shape.flops(n) for n in lengths)
     layers = sorted({layer for k in kept for layer in k})
     return EvalResult(
-        task=task,
+        task=name,
         source=source,
         examples=len(lengths),
-        metrics=compute_metrics(task, logits, labels),
-        main_metric=main_metric(task),
+        metrics=compute_metrics(scheme, logits, labels, metric),
+        main_metric=main_metric(scheme, metric),
         mean_tokens=float(np.mean(lengths)),
         kept_tokens={str(layer): float(np.mean([k[layer] for k in kept])) for layer in layers},
         analytic_gflops=sum(analytic) / len(lengths) / 1e9,
@@ -74,17 +73,21 @@ def _result(task, source, logits, labels, lengths, kept, shape, counted=None) ->
 
 
 def evaluate_checkpoint(
-    model_dir: str | os.PathLike, task: str, data_dir: str | None = None, modes=("drop", "mask"), progress: bool = True
+    model_dir: str | os.PathLike, split: Split | Callable[[], Split], modes=("drop", "mask"), metric: str | None = None,
+    progress: bool = True,
 ) -> list[EvalResult]:
-    """Evaluate a checkpoint dir (with or without tokprune.json) in the given PyTorch modes."""
+    """Evaluate a checkpoint dir (with or without tokprune.json) on `split` in the given PyTorch modes;
+    `metric` overrides the main metric. `split` may be a function that loads it: it is then called
+    after the model is loaded, so a broken checkpoint is reported before a data problem."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from onnx_tokprune.modeling import load_pruned, wrap
 
     encoder = load_pruned(model_dir, "drop", require_config=False)
     text_encoder = TextEncoder.from_dir(model_dir)
-    examples, labels = dev_examples(task, data_dir)
-    rows = text_encoder.token_ids(examples)
+    split = split() if callable(split) else split
+    scheme, labels = _labels(split, encoder.model.config)
+    rows = text_encoder.token_ids(split.examples)
     shape = EncoderShape.from_hf(encoder.model.config)
     results = []
     for mode in modes if encoder.config is not None else ("drop",):
@@ -92,7 +95,7 @@ def evaluate_checkpoint(
         logits, kept, lengths = [], [], []
         counter = FlopCounterMode(display=False) if mode == "drop" else None
         with torch.no_grad(), counter if counter is not None else nullcontext():
-            for row in tqdm(rows, desc=f"eval {task} pytorch-{mode}", disable=not progress):
+            for row in tqdm(rows, desc=f"eval {split.name} pytorch-{mode}", disable=not progress):
                 feeds = {k: torch.from_numpy(v) for k, v in TextEncoder.pad([row]).items()}
                 out = model(feeds["input_ids"], feeds["attention_mask"], feeds["token_type_ids"])
                 logits.append(out.logits.numpy()[0])
@@ -100,33 +103,33 @@ def evaluate_checkpoint(
                 counts = [int(k.sum()) for k in out.kept]
                 kept.append(dict(zip(model.pruning_layers, counts)))
         counted = counter.get_total_flops() if counter is not None else None
-        results.append(_result(task, f"pytorch-{mode}", np.stack(logits), labels, lengths, kept, shape, counted))
+        results.append(_result(split.name, scheme, metric, f"pytorch-{mode}", np.stack(logits), labels, lengths, kept, shape, counted))
     return results
 
 
 def evaluate_artifact(
-    artifact: str | os.PathLike | PrunedSession, task: str, data_dir: str | None = None, progress: bool = True,
+    artifact: str | os.PathLike | PrunedSession, split: Split, metric: str | None = None, progress: bool = True,
     kernel_library: KernelChoice = None,
 ) -> EvalResult:
-    """Evaluate an ONNX artifact (a directory, or a session already open) in onnxruntime (batch 1, kept
-    tokens from its kept_index outputs); `kernel_library` as in PrunedSession, for a directory."""
-    examples, labels = dev_examples(task, data_dir)
+    """Evaluate an ONNX artifact (a directory, or a session already open) on `split` in onnxruntime
+    (batch 1, kept tokens from its kept_index outputs); `kernel_library` as in PrunedSession, for a directory."""
     session = artifact if isinstance(artifact, PrunedSession) else PrunedSession(artifact, kernel_library=kernel_library)
-    rows = session.text_encoder.token_ids(examples)
+    scheme, labels = _labels(split, session.artifact.hf_config)
+    rows = session.text_encoder.token_ids(split.examples)
     shape = EncoderShape.from_hf(session.artifact.hf_config)
     logits, kept, lengths = [], [], []
-    for row in tqdm(rows, desc=f"eval {task} onnxruntime", disable=not progress):
+    for row in tqdm(rows, desc=f"eval {split.name} onnxruntime", disable=not progress):
         out = session.run(session.text_encoder.pad([row]))
         logits.append(out[LOGITS_OUTPUT][0])
         lengths.append(len(row[0]))
         kept.append(kept_counts(out))
-    return _result(task, "onnxruntime", np.stack(logits), labels, lengths, kept, shape)
+    return _result(split.name, scheme, metric, "onnxruntime", np.stack(logits), labels, lengths, kept, shape)
 
 
 def eval_table(results: list[EvalResult]) -> str:
     """Markdown table for people."""
     lines = [
-        "| source | task | examples | metric | mean tokens | kept tokens per pruning layer | GFLOPs (analytic) | GFLOPs (counted) | relative FLOPs |",
+        "| source | data | examples | metric | mean tokens | kept tokens per pruning layer | GFLOPs (analytic) | GFLOPs (counted) | relative FLOPs |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:

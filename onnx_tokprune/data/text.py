@@ -25,7 +25,10 @@ from onnx_tokprune.errors import DataError
 
 PAIR_COLUMNS = (("sentence1", "sentence2"), ("#1 String", "#2 String"), ("question", "sentence"))
 SINGLE_COLUMNS = ("sentence",)
-HEADER_HINT = "give the file a header row naming the text column `sentence` (or `sentence1`/`sentence2` for pairs)"
+HEADER_HINT = (
+    "give the file a header row naming the text column `sentence` (or `sentence1`/`sentence2` for pairs), "
+    "or name its columns with --column-names (e.g. text,label) and the text with --text-column"
+)
 _UTF16_32_BOMS = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 
 
@@ -60,6 +63,11 @@ def read_texts(path: str | os.PathLike, limit: int | None = None) -> list[TextEx
         if not example.text.strip() or (example.text_pair is not None and not example.text_pair.strip()):
             raise DataError(f"{path}: line {line} has an empty text: fill it in or remove the line")
     return [example for _, example in examples]
+
+
+def check_utf8_text(path: Path) -> None:
+    """DataError unless the file is UTF-8 text (an optional BOM allowed), before a loader reads it."""
+    _read_utf8(path)
 
 
 def _read_utf8(path: Path) -> str:

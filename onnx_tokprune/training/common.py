@@ -14,6 +14,10 @@ import torch
 from torch import nn
 
 from onnx_tokprune.config import PruneConfig
+from onnx_tokprune.data.glue import tokenize_split
+from onnx_tokprune.data.metrics import compute_metrics
+from onnx_tokprune.data.source import DataSource, LabelScheme, Split, encode_labels, load_split, metric_scheme, to_dataset
+from onnx_tokprune.errors import DataError
 from onnx_tokprune.errors import TrainingError
 from onnx_tokprune.io import atomic_output_dir
 
@@ -63,34 +67,65 @@ class ClassifierObjective(nn.Module):
         return result
 
 
-def load_task_data(task: str, tokenizer, data_dir: str | None, max_train_samples: int | None, max_length: int, seed: int):
-    """(spec, tokenized train, tokenized dev) for a GLUE task; dev is always the full split."""
-    from onnx_tokprune.data.glue import get_task, load_split, tokenize_split
+@dataclass(frozen=True)
+class TrainingInput:
+    """The data of a training run: a DataSource plus its training and validation files (or the
+    source's task / hub dataset splits), the problem type (finetune) and the reported main metric."""
 
-    spec = get_task(task)
-    train = tokenize_split(load_split(spec.name, "train", data_dir, max_train_samples, seed), tokenizer, max_length)
-    dev = tokenize_split(load_split(spec.name, "dev", data_dir), tokenizer, max_length)
-    return spec, train, dev
+    source: DataSource
+    train_file: str | None = None
+    validation_file: str | None = None
+    problem_type: str | None = None
+    metric: str | None = None
+
+    def describe(self) -> str:
+        return self.source.describe(self.train_file, "train")
 
 
-def load_finetuned(model_dir: str, task: str, data_dir: str | None, max_train_samples: int | None, max_length: int, seed: int):
-    """(tokenizer, model, spec, tokenized train, dev) of a checkpoint fine-tuned for `task`; seeds torch."""
+@dataclass
+class TrainingData:
+    """Tokenized training and validation sets, encoded with the label scheme of the model trained."""
+
+    scheme: LabelScheme
+    train: Any
+    validation: Any
+    train_split: Split
+    validation_split: Split
+
+    def metrics(self, predictions, metric: str | None = None) -> dict[str, float]:
+        """The validation metrics (a GLUE task's own where the data is one: data.source.metric_scheme)."""
+        return compute_metrics(metric_scheme(self.validation_split, self.scheme), predictions, self.validation["labels"], metric)
+
+
+def load_training_data(
+    data: TrainingInput, tokenizer, max_train_samples: int | None, max_length: int, seed: int, scheme: LabelScheme | None = None
+) -> TrainingData:
+    """The training split (a seeded subset with `max_train_samples`) and the full validation split,
+    tokenized; labels encoded with `scheme` (a trained model's), or with the scheme the training
+    labels define (LabelScheme.from_labels / the GLUE task's) when None (fine-tuning)."""
+    train = load_split(data.source, data.train_file, "train", need_labels=True, limit=max_train_samples, seed=seed)
+    if data.validation_file is None and data.source.task is None and data.source.dataset is None:
+        raise DataError("training needs a validation set too: pass --validation-file")
+    validation = load_split(data.source, data.validation_file, "validation", need_labels=True)
+    if scheme is None:
+        scheme = LabelScheme.from_task(train.task) if train.task else LabelScheme.from_labels(train.labels, data.problem_type, train.name)
+    tokenized = [tokenize_split(to_dataset(split, encode_labels(split, scheme), scheme), tokenizer, max_length) for split in (train, validation)]
+    return TrainingData(scheme, *tokenized, train, validation)
+
+
+def load_finetuned(model_dir: str, data: TrainingInput, max_train_samples: int | None, max_length: int, seed: int):
+    """(tokenizer, model, TrainingData) of a fine-tuned checkpoint and the data to train it further
+    on (labels the model does not know are a DataError); seeds torch."""
     from onnx_tokprune.modeling import load_classifier, load_tokenizer
 
     tokenizer = load_tokenizer(model_dir)
     model = load_classifier(model_dir)
-    spec, train, dev = load_task_data(task, tokenizer, data_dir, max_train_samples, max_length, seed)
-    check_num_labels(model, spec)
+    scheme = LabelScheme.from_config(model.config)
+    if data.problem_type is not None and data.problem_type != scheme.problem:
+        raise TrainingError(f"{model_dir} is a {scheme.problem} model, not {data.problem_type}: leave out --problem-type")
+    loaded = load_training_data(data, tokenizer, max_train_samples, max_length, seed, scheme)
     torch.manual_seed(seed)
-    return tokenizer, model, spec, train, dev
-
-
-def check_num_labels(model, spec) -> None:
-    if model.config.num_labels != spec.num_labels:
-        raise TrainingError(
-            f"the checkpoint classifies {model.config.num_labels} labels but task {spec.name} has {spec.num_labels}: "
-            "fine-tune a checkpoint for this task first (tokprune-train finetune)"
-        )
+    return tokenizer, model, loaded
 
 
 def run_trainer(

@@ -1,4 +1,4 @@
-"""Baseline fine-tuning of a pretrained encoder on a GLUE task: the teacher and start for LTP/ToP."""
+"""Baseline fine-tuning of a pretrained encoder on any labelled data: the teacher and start for LTP/ToP."""
 
 from __future__ import annotations
 
@@ -6,34 +6,43 @@ import os
 
 import torch
 
-from onnx_tokprune.data.metrics import compute_metrics
-from onnx_tokprune.training.common import ClassifierObjective, TrainSettings, load_task_data, predict, run_trainer, save_checkpoint
+from onnx_tokprune.training.common import (
+    ClassifierObjective,
+    TrainingInput,
+    TrainSettings,
+    load_training_data,
+    predict,
+    run_trainer,
+    save_checkpoint,
+)
 
 
 def finetune(
     model_name: str,
-    task: str,
+    data: TrainingInput,
     output: str | os.PathLike,
     settings: TrainSettings,
-    data_dir: str | None = None,
     max_train_samples: int | None = None,
     max_length: int = 128,
     force: bool = False,
 ) -> dict[str, float]:
     """Fine-tune `model_name` (a checkpoint directory or hub name: a bare encoder, a pretraining or a
-    classification checkpoint) on `task`, save it to `output`, return the full-dev metrics."""
-    from onnx_tokprune.data.glue import get_task
+    classification checkpoint) on `data`, save it to `output` with the label names as its
+    id2label/label2id, return the validation metrics."""
     from onnx_tokprune.modeling import check_checkpoint, load_classifier, load_tokenizer
 
-    spec = get_task(task)
     check_checkpoint(model_name, "new", local=False)
     tokenizer = load_tokenizer(model_name, local=False)
     torch.manual_seed(settings.seed)
-    id2label = dict(enumerate(spec.label_names)) if spec.label_names and spec.num_labels > 1 else None
-    model = load_classifier(model_name, "new", num_labels=spec.num_labels, id2label=id2label, local=False)
-    spec, train, dev = load_task_data(task, tokenizer, data_dir, max_train_samples, max_length, settings.seed)
-    trainer = run_trainer(ClassifierObjective(model, spec.num_labels), train, tokenizer, settings)
-    metrics = compute_metrics(spec.name, predict(model, dev, tokenizer), dev["labels"])
+    model = load_classifier(model_name, "new", local=False)  # a broken checkpoint fails before the data is read
+    loaded = load_training_data(data, tokenizer, max_train_samples, max_length, settings.seed)
+    scheme = loaded.scheme
+    if model.config.num_labels != scheme.num_labels or model.config.id2label != (scheme.id2label() or model.config.id2label):
+        torch.manual_seed(settings.seed)  # the new head starts as it would from a single load
+        model = load_classifier(model_name, "new", num_labels=scheme.num_labels, id2label=scheme.id2label(), local=False)
+    model.config.problem_type = "regression" if scheme.problem == "regression" else "single_label_classification"
+    trainer = run_trainer(ClassifierObjective(model, scheme.num_labels), loaded.train, tokenizer, settings)
+    metrics = loaded.metrics(predict(model, loaded.validation, tokenizer), data.metric)
     if trainer.is_world_process_zero():
         save_checkpoint(model, tokenizer, output, force=force)
     return metrics

@@ -21,11 +21,11 @@ import os
 from dataclasses import dataclass, field
 
 from onnx_tokprune.config import LayerRule, PruneConfig
-from onnx_tokprune.data.metrics import compute_metrics
 from onnx_tokprune.modeling import wrap
 from onnx_tokprune.training.common import (
     ClassifierObjective,
     TrainingError,
+    TrainingInput,
     TrainSettings,
     load_finetuned,
     predict,
@@ -66,23 +66,20 @@ def initial_config(num_layers: int, settings: LTPSettings) -> PruneConfig:
     return PruneConfig(rule="threshold", method="ltp", layers=rules, normalizer_length=settings.normalizer_length)
 
 
-def _calibration_sample(model, tokenizer, task: str, data_dir: str | None, seed: int):
+def _calibration_sample(model, tokenizer, data: TrainingInput, seed: int):
     """(TextEncoder, 256 seeded training examples) for calibration and the threshold margin check."""
-    from onnx_tokprune.data.glue import load_split
-    from onnx_tokprune.data.text import TextExample
+    from onnx_tokprune.data.source import load_split
     from onnx_tokprune.runtime.text_encoder import TextEncoder
 
-    split = load_split(task, "train", data_dir, max_samples=256, seed=seed)
-    pairs = split["text_b"] if "text_b" in split.column_names else [None] * len(split)
-    examples = [TextExample(a, b) for a, b in zip(split["text_a"], pairs)]
-    return TextEncoder(tokenizer.backend_tokenizer, model.config.max_position_embeddings), examples
+    split = load_split(data.source, data.train_file, "train", need_labels=True, limit=256, seed=seed)
+    return TextEncoder(tokenizer.backend_tokenizer, model.config.max_position_embeddings), split.examples
 
 
-def calibrated_config(model, tokenizer, task: str, data_dir: str | None, settings: LTPSettings) -> PruneConfig:
+def calibrated_config(model, tokenizer, data: TrainingInput, settings: LTPSettings) -> PruneConfig:
     """Thresholds for every layer calibrated to `settings.init_flops` on 256 training sentences."""
     from onnx_tokprune.calibrate import calibrate
 
-    encoder, examples = _calibration_sample(model, tokenizer, task, data_dir, settings.soft.seed)
+    encoder, examples = _calibration_sample(model, tokenizer, data, settings.soft.seed)
     result = calibrate(
         model, encoder, examples, target_flops=settings.init_flops, layers=range(model.config.num_hidden_layers),
         normalizer_length=settings.normalizer_length, progress=False, schedule="geometric",
@@ -111,31 +108,31 @@ def learned_config(thresholds: dict[int, float], settings: LTPSettings, provenan
 
 def train_ltp(
     model_dir: str,
-    task: str,
+    data: TrainingInput,
     output: str | os.PathLike,
     settings: LTPSettings,
-    data_dir: str | None = None,
     max_train_samples: int | None = None,
     max_length: int = 128,
     force: bool = False,
 ) -> tuple[PruneConfig, dict[str, float]]:
     """Run both LTP stages from a fine-tuned checkpoint; save the result; return (config, dev metrics)."""
     settings.check()
-    tokenizer, model, spec, train, dev = load_finetuned(model_dir, task, data_dir, max_train_samples, max_length, settings.soft.seed)
+    tokenizer, model, loaded = load_finetuned(model_dir, data, max_train_samples, max_length, settings.soft.seed)
+    train, num_labels = loaded.train, loaded.scheme.num_labels
 
     if settings.init_flops is not None:
-        start = calibrated_config(model.eval(), tokenizer, spec.name, data_dir, settings)
+        start = calibrated_config(model.eval(), tokenizer, data, settings)
     else:
         start = initial_config(model.config.num_hidden_layers, settings)
     soft = wrap(model, start, "soft", temperature=settings.temperature)
     thresholds = [decision.threshold for decision in soft.decisions.values()]
     groups = [{"params": thresholds, "lr": settings.threshold_lr, "weight_decay": 0.0}]
     trainer = run_trainer(
-        ClassifierObjective(soft, spec.num_labels, mask_regularizer(settings.lam)), train, tokenizer, settings.soft, groups
+        ClassifierObjective(soft, num_labels, mask_regularizer(settings.lam)), train, tokenizer, settings.soft, groups
     )
     provenance = {
         "tool": "tokprune-train ltp",
-        "task": spec.name,
+        "task": data.describe(),
         "base": str(model_dir),
         "lambda": settings.lam,
         "temperature": settings.temperature,
@@ -150,13 +147,13 @@ def train_ltp(
     config = learned_config(soft.thresholds(), settings, provenance)
 
     hard = wrap(model, config, "mask")
-    trainer = run_trainer(ClassifierObjective(hard, spec.num_labels), train, tokenizer, settings.hard)
+    trainer = run_trainer(ClassifierObjective(hard, num_labels), train, tokenizer, settings.hard)
     from onnx_tokprune.calibrate import settle_thresholds
 
     model.eval()
-    config, moved = settle_thresholds(model, config, *_calibration_sample(model, tokenizer, spec.name, data_dir, settings.soft.seed))
+    config, moved = settle_thresholds(model, config, *_calibration_sample(model, tokenizer, data, settings.soft.seed))
     config.provenance["thresholds_moved_off_scores"] = {str(k): v for k, v in moved.items()}
-    metrics = compute_metrics(spec.name, predict(wrap(model, config, "drop"), dev, tokenizer, batch_size=1), dev["labels"])
+    metrics = loaded.metrics(predict(wrap(model, config, "drop"), loaded.validation, tokenizer, batch_size=1), data.metric)
     config.provenance["dev_metrics_drop"] = metrics
     if trainer.is_world_process_zero():
         save_checkpoint(model, tokenizer, output, config, force)

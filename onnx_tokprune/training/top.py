@@ -33,11 +33,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from onnx_tokprune.config import LayerRule, PruneConfig
-from onnx_tokprune.data.metrics import compute_metrics
 from onnx_tokprune.flops import EncoderShape, relative_flops
 from onnx_tokprune.modeling import wrap
 from onnx_tokprune.training.common import (
     TrainingError,
+    TrainingInput,
     TrainSettings,
     load_finetuned,
     predict,
@@ -266,16 +266,16 @@ def _callback(objective: ToPObjective, history: list[dict]):
 
 def train_top(
     model_dir: str,
-    task: str,
+    data: TrainingInput,
     output: str | os.PathLike,
     settings: ToPSettings,
-    data_dir: str | None = None,
     max_train_samples: int | None = None,
     max_length: int = 128,
     force: bool = False,
 ) -> tuple[PruneConfig, dict[str, float]]:
     """Train ToP from a fine-tuned checkpoint (student start and teacher); save; return (config, dev metrics)."""
-    tokenizer, model, spec, train, dev = load_finetuned(model_dir, task, data_dir, max_train_samples, max_length, settings.train.seed)
+    tokenizer, model, loaded = load_finetuned(model_dir, data, max_train_samples, max_length, settings.train.seed)
+    train = loaded.train
     num_layers = model.config.num_hidden_layers
     settings.check(num_layers)
 
@@ -316,7 +316,7 @@ def train_top(
     state = gates.state(settings.target_flops, objective.constraint.lagrange, history)
     provenance = {
         "tool": "tokprune-train top",
-        "task": spec.name,
+        "task": data.describe(),
         "base": str(model_dir),
         "target_flops": settings.target_flops,
         "bins": settings.bins,
@@ -336,7 +336,7 @@ def train_top(
     if settings.hard is not None:
         hard = wrap(model, config, "mask")
         trainer = run_trainer(HardStageObjective(hard, teacher, settings), train, tokenizer, settings.hard)
-    metrics = compute_metrics(spec.name, predict(wrap(model, config, "drop"), dev, tokenizer, batch_size=1), dev["labels"])
+    metrics = loaded.metrics(predict(wrap(model, config, "drop"), loaded.validation, tokenizer, batch_size=1), data.metric)
     config.provenance["dev_metrics_drop"] = metrics
     for p in model.parameters():
         p.requires_grad_(True)
