@@ -105,29 +105,22 @@ REFUSALS = {
 }
 
 
-def test_the_rule_fires_once_on_scoring_layer_0_and_keeps_parity(layer0_graph):
-    encoder, graph = layer0_graph
-    assert refusals(EmbedLayerNormFusion.rule(), graph) == ()
+@pytest.mark.parametrize("graph_fixture, rule", [("layer0_graph", EmbedLayerNormFusion), ("distilbert_graph", EmbedLayerNormFusionNoTypes)])
+def test_the_rule_fires_once_on_scoring_layer_0_and_keeps_parity(request, graph_fixture, rule):
+    """BERT's embeddings (word + type + position) and DistilBERT's (word + position), layer 0 scoring."""
+    encoder, graph = request.getfixturevalue(graph_fixture)
+    assert refusals(rule.rule(), graph) == ()
     fused, record = embed_layer_norm_fusion(graph)
     assert record.counts == {"EmbedLayerNormalization": 1} and record.refused == ()
     assert sum(n.op_type == "EmbedLayerNormalization" for n in fused.graph.node) == 1
     assert not any(n.op_type == "LayerNormalization" for n in fused.graph.node)
     batch = ragged_batch([9, 4, 13], seed=2, vocab_size=VOCAB)
     session = ort.InferenceSession(fused.SerializeToString(), providers=["CPUExecutionProvider"])
-    got = session.run(["logits"], dict(zip(("input_ids", "attention_mask", "token_type_ids"), (t.numpy() for t in batch))))[0]
+    inputs = [i.name for i in session.get_inputs()]
+    feeds = {name: t.numpy() for name, t in zip(("input_ids", "attention_mask", "token_type_ids"), batch) if name in inputs}
     with torch.no_grad():
-        np.testing.assert_allclose(got, encoder(*batch).logits.numpy(), atol=1e-5)
-
-
-@pytest.mark.parametrize("reason", REFUSALS)
-def test_the_rule_refuses_and_says_why(layer0_graph, reason):
-    _, graph = layer0_graph
-    broken = _copy(graph)
-    REFUSALS[reason](broken)
-    fused, record = embed_layer_norm_fusion(broken)
-    assert record.counts == {} and record.refused == (reason,)
-    assert record.describe() == f"did not fire ({reason})"
-    assert not any(n.op_type == "EmbedLayerNormalization" for n in fused.graph.node)
+        want = encoder(*batch).logits.numpy()
+    np.testing.assert_allclose(session.run(["logits"], feeds)[0], want, atol=1e-5)
 
 
 def test_no_near_match_no_reason(bert):
@@ -180,22 +173,17 @@ NO_TYPES_REFUSALS = {
 }
 
 
-def test_the_rule_without_token_types_fires_on_distilbert(distilbert_graph):
-    encoder, graph = distilbert_graph
-    assert refusals(EmbedLayerNormFusionNoTypes.rule(), graph) == ()
-    fused, record = embed_layer_norm_fusion(graph)
-    assert record.counts == {"EmbedLayerNormalization": 1}
-    batch = ragged_batch([9, 4, 13], seed=2, vocab_size=VOCAB)
-    session = ort.InferenceSession(fused.SerializeToString(), providers=["CPUExecutionProvider"])
-    got = session.run(["logits"], {"input_ids": batch[0].numpy(), "attention_mask": batch[1].numpy()})[0]
-    with torch.no_grad():
-        np.testing.assert_allclose(got, encoder(batch[0], batch[1]).logits.numpy(), atol=1e-5)
+CASES = [("layer0_graph", reason, damage) for reason, damage in REFUSALS.items()]
+CASES += [("distilbert_graph", reason, damage) for reason, damage in NO_TYPES_REFUSALS.items()]
 
 
-@pytest.mark.parametrize("reason", NO_TYPES_REFUSALS)
-def test_the_rule_without_token_types_refuses_and_says_why(distilbert_graph, reason):
-    _, graph = distilbert_graph
+@pytest.mark.parametrize("graph_fixture, reason, damage", CASES, ids=[f"{g.split('_')[0]}: {r}" for g, r, _ in CASES])
+def test_the_rule_refuses_and_says_why(request, graph_fixture, reason, damage):
+    """One case per refusal reason of each embedding rule: the graph keeps its nodes, the record the reason."""
+    _, graph = request.getfixturevalue(graph_fixture)
     broken = _copy(graph)
-    NO_TYPES_REFUSALS[reason](broken)
-    _, record = embed_layer_norm_fusion(broken)
+    damage(broken)
+    fused, record = embed_layer_norm_fusion(broken)
     assert record.counts == {} and record.refused == (reason,)
+    assert record.describe() == f"did not fire ({reason})"
+    assert not any(n.op_type == "EmbedLayerNormalization" for n in fused.graph.node)

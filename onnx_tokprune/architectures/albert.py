@@ -3,14 +3,10 @@ factorised embeddings projected up to the encoder width, a tanh pooler on the fi
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from onnx_tokprune.architectures.base import ArchitectureSpec
+from onnx_tokprune.architectures.base import ArchitectureSpec, EncoderAdapter
 from onnx_tokprune.errors import CheckpointError
-
-if TYPE_CHECKING:
-    import torch
-    from torch import nn
 
 
 def _check(config: Any, where: str) -> None:
@@ -22,37 +18,31 @@ def _check(config: Any, where: str) -> None:
         )
 
 
-class AlbertAdapter:
-    """Maps `AlbertForSequenceClassification` onto the pieces `PrunedEncoder` runs; layer i is the
-    shared layer of its hidden group, as ALBERT's own forward picks it."""
+class AlbertAdapter(EncoderAdapter):
+    """`AlbertForSequenceClassification`; layer i is the shared layer of its hidden group, as ALBERT's
+    own forward picks it."""
 
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.base = model.albert
-        cfg = model.config
+    base_name = "albert"
+    projections = ("attention.query", "attention.key", "attention.value")
+    dropout_path = "attention.attention_dropout"
+
+    def encoder_layers(self):
+        cfg = self.model.config
         groups = self.base.encoder.albert_layer_groups
         per_group = cfg.num_hidden_layers / cfg.num_hidden_groups
-        self.layers = [groups[int(i / per_group)].albert_layers[0] for i in range(cfg.num_hidden_layers)]
+        return [groups[int(i / per_group)].albert_layers[0] for i in range(cfg.num_hidden_layers)]
 
-    def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
-        hidden = self.base.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
-        return self.base.encoder.embedding_hidden_mapping_in(hidden)
+    def embed(self, input_ids, token_type_ids):
+        return self.base.encoder.embedding_hidden_mapping_in(super().embed(input_ids, token_type_ids))
 
-    def attention_projections(self, index: int) -> tuple[nn.Module, nn.Module, nn.Module]:
-        attention = self.layers[index].attention
-        return attention.query, attention.key, attention.value
-
-    def attention_dropout(self, index: int) -> nn.Module:
-        return self.layers[index].attention.attention_dropout
-
-    def finish_layer(self, index: int, context: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    def finish_layer(self, index, context, residual):
         """Output projection + residual LayerNorm, then the feed-forward block and its LayerNorm."""
         layer = self.layers[index]
         attention = layer.attention
         attn = attention.LayerNorm(residual + attention.output_dropout(attention.dense(context)))
         return layer.full_layer_layer_norm(layer.ff_chunk(attn) + attn)
 
-    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+    def head(self, hidden):
         """tanh pooler on the first row, dropout, classifier."""
         base = self.base
         pooled = base.pooler_activation(base.pooler(hidden[:, 0])) if base.pooler is not None else hidden[:, 0]

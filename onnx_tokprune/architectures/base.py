@@ -14,6 +14,52 @@ from typing import Any
 from onnx_tokprune.artifact import MODEL_INPUTS
 
 
+def _attribute(root: Any, path: str) -> Any:
+    for name in path.split("."):
+        root = getattr(root, name)
+    return root
+
+
+class EncoderAdapter:
+    """Shows `PrunedEncoder` the pieces of an HF sequence classifier. A subclass names where they are
+    (attribute paths) and writes what differs: `finish_layer` (output projection, residual LayerNorm,
+    feed-forward) and `head`, and `embed` where the embeddings are not BERT's."""
+
+    base_name = "bert"
+    """The HF model's attribute holding the encoder."""
+    layers_path = "encoder.layer"
+    """Path from the encoder to its list of layers."""
+    projections = ("attention.self.query", "attention.self.key", "attention.self.value")
+    """Paths, within a layer, of the query, key and value projections."""
+    dropout_path = "attention.self.dropout"
+    """Path, within a layer, of the attention-probability dropout."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.base = getattr(model, self.base_name)
+        self.layers = self.encoder_layers()
+
+    def encoder_layers(self) -> list[Any]:
+        """The module run at each layer index, in order."""
+        return list(_attribute(self.base, self.layers_path))
+
+    def embed(self, input_ids: Any, token_type_ids: Any) -> Any:
+        return self.base.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+
+    def attention_projections(self, index: int) -> tuple[Any, Any, Any]:
+        layer = self.layers[index]
+        return tuple(_attribute(layer, path) for path in self.projections)
+
+    def attention_dropout(self, index: int) -> Any:
+        return _attribute(self.layers[index], self.dropout_path)
+
+    def finish_layer(self, index: int, context: Any, residual: Any) -> Any:
+        raise NotImplementedError
+
+    def head(self, hidden: Any) -> Any:
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
 class ConfigFields:
     """The names under which a Hugging Face config holds the encoder's shape."""

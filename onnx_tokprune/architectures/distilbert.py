@@ -2,44 +2,29 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from onnx_tokprune.architectures.base import ArchitectureSpec, ConfigFields
-
-if TYPE_CHECKING:
-    import torch
-    from torch import nn
+from onnx_tokprune.architectures.base import ArchitectureSpec, ConfigFields, EncoderAdapter
 
 
-class DistilBertAdapter:
-    """Maps `DistilBertForSequenceClassification` onto the pieces `PrunedEncoder` runs."""
+class DistilBertAdapter(EncoderAdapter):
+    """`DistilBertForSequenceClassification`."""
 
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.base = model.distilbert
-        self.layers = list(self.base.transformer.layer)
+    base_name = "distilbert"
+    layers_path = "transformer.layer"
+    projections = ("attention.q_lin", "attention.k_lin", "attention.v_lin")
+    dropout_path = "attention.dropout"
 
-    def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
+    def embed(self, input_ids, token_type_ids):
         return self.base.embeddings(input_ids)
 
-    def attention_projections(self, index: int) -> tuple[nn.Module, nn.Module, nn.Module]:
-        attention = self.layers[index].attention
-        return attention.q_lin, attention.k_lin, attention.v_lin
-
-    def attention_dropout(self, index: int) -> nn.Module:
-        return self.layers[index].attention.dropout
-
-    def finish_layer(self, index: int, context: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    def finish_layer(self, index, context, residual):
         """Output projection + residual LayerNorm, then the feed-forward block and its LayerNorm."""
         layer = self.layers[index]
         attn = layer.sa_layer_norm(layer.attention.out_lin(context) + residual)
         return layer.output_layer_norm(layer.ffn(attn) + attn)
 
-    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+    def head(self, hidden):
         """pre_classifier, ReLU, dropout, classifier on the first ([CLS]) row."""
-        import torch
-
-        pooled = torch.relu(self.model.pre_classifier(hidden[:, 0]))
+        pooled = self.model.pre_classifier(hidden[:, 0]).relu()
         return self.model.classifier(self.model.dropout(pooled))
 
 

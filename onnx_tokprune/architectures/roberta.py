@@ -3,25 +3,16 @@ no pooler, positions counted from the padding index (so the embeddings do not fu
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from onnx_tokprune.architectures.base import ArchitectureSpec
 from onnx_tokprune.architectures.bert import BertAdapter
 
-if TYPE_CHECKING:
-    import torch
-    from torch import nn
-
 
 class RobertaAdapter(BertAdapter):
-    """Maps `RobertaForSequenceClassification` onto the pieces `PrunedEncoder` runs."""
+    """`RobertaForSequenceClassification`."""
 
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.base = model.roberta
-        self.layers = list(self.base.encoder.layer)
+    base_name = "roberta"
 
-    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+    def head(self, hidden):
         """The classification head reads the first (<s>) row: dense, tanh, projection."""
         return self.model.classifier(hidden)
 
