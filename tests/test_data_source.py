@@ -175,3 +175,35 @@ def test_own_csv_end_to_end_on_a_tiny_model(tiny_checkpoint, tmp_path):
     # evaluation data with a label the model does not know
     unknown = write_csv(tmp_path / "unknown.csv", ["review", "rating"], [("fine", "mixed")])
     assert_one_line_error(run(cli.eval_command, ["--model", tmp_path / "cal", "--data", unknown, *columns]), "label 'mixed', which the model does not know")
+
+
+def test_a_hub_dataset_by_name_and_config(monkeypatch):
+    """--dataset NAME --dataset-config C goes to datasets.load_dataset(NAME, C, split=...) (offline
+    here: the loader is replaced by one that records the call); its columns are named as for files."""
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(name, config=None, split=None, **kwargs):
+        calls.append((name, config, split))
+        return datasets.Dataset.from_dict({"content": SST2_SENTENCES[:3], "stars": [5, 1, 3]})
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    source = DataSource(dataset="someone/reviews", dataset_config="en", text_column="content", label_column="stars")
+    split = load_split(source, None, "validation", need_labels=True)
+    assert calls == [("someone/reviews", "en", "validation")]
+    assert split.labels == [5, 1, 3] and split.name == "someone/reviews/en validation"
+    assert LabelScheme.from_labels(split.labels).names == ("1", "3", "5")
+    with pytest.raises(DataError, match="not both"):
+        load_split(DataSource(task="sst2", dataset="x"), None, "train", need_labels=True)
+
+
+def test_every_recipe_names_options_of_its_command():
+    """models/*.json: each key is an option of the command the file name says (finetune_, ltp_, top_)."""
+    recipes = sorted((Path(__file__).resolve().parents[1] / "models").glob("*.json"))
+    commands = {"finetune": cli.finetune_command, "ltp": cli.ltp_command, "top": cli.top_command}
+    assert recipes
+    for path in recipes:
+        command = commands[path.stem.split("_")[0]]
+        keys = set(json.loads(path.read_text())) - {"comment"}
+        assert keys <= {p.name for p in command.params}, f"{path.name}: {sorted(keys - {p.name for p in command.params})}"
