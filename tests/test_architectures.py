@@ -163,3 +163,19 @@ def test_the_fused_unpruned_baseline_holds_the_contract_and_matches_pytorch(mode
     with torch.no_grad():
         want = model(**{name: batch[name] for name in spec.inputs}).logits.numpy()
     np.testing.assert_allclose(session.run(["logits"], feeds)[0], want, atol=1e-4)
+
+
+def test_bench_runs_on_every_architecture(checkpoint, texts, tmp_path):
+    """tokprune-bench builds its five variants (fused baselines, INT8, PyTorch eager with the
+    architecture's own inputs) for every architecture."""
+    from onnx_tokprune.cli import bench_command
+
+    model_type, path = checkpoint
+    ckpt, artifact = tmp_path / "cal", tmp_path / "art"
+    assert run(calibrate_command, ["--model", path, "--data", texts, "--keep", "0.5", "--layers", "1,2", "--output", ckpt]).exit_code == 0
+    assert run(export_command, ["--model", ckpt, "--output", artifact, "--optimize"]).exit_code == 0
+    result = run(bench_command, ["--artifact", artifact, "--data", texts, "--samples", 4, "--repeats", 1, "--batch-size", 2,
+                                 "--threads", 1, "--output", tmp_path / "bench"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    assert [v["variant"] for v in report["results"][0]["variants"]] == ["unpruned fp32", "unpruned int8", "pruned fp32", "pruned int8", "pytorch eager"]

@@ -170,6 +170,12 @@ def test_own_csv_end_to_end_on_a_tiny_model(tiny_checkpoint, tmp_path):
     assert results[0]["metrics"] == results[2]["metrics"]
     from onnx_tokprune.runtime import open_artifact
 
+    shown = run(cli.show_command, ["--artifact", tmp_path / "art", "--data", validation, *columns, "--row", 2, "--png", tmp_path / "s.png"])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.splitlines()[0] == "input (10/10): [CLS] un ##fl ##in ##ching ##ly bleak and desperate [SEP]"
+    assert (tmp_path / "s.png").is_file()
+    assert_one_line_error(run(cli.show_command, ["--artifact", tmp_path / "art", "--data", validation, *columns, "--row", 99,
+                                                 "--png", tmp_path / "t.png"]), "there is no row 99")
     labels = {r["label"] for r in open_artifact(tmp_path / "art", threads=1).classify(SST2_SENTENCES)}
     assert labels <= set(LABELS) and labels
     # evaluation data with a label the model does not know
