@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -280,10 +280,9 @@ def write_artifact(
     manifest: Manifest, force: bool = False,
 ) -> Path:
     """Write an artifact directory atomically (io.atomic_output_dir): the graph, config.json, the
-    tokenizer files found in `tokenizer_dir`, the manifest (its `outputs` filled from the graph)."""
+    tokenizer files found in `tokenizer_dir`, the manifest."""
     import onnx
 
-    manifest = replace(manifest, export=replace(manifest.export, outputs=tuple(o.name for o in model.graph.output)))
     with atomic_output_dir(output, force) as tmp:
         onnx.save(model, str(tmp / MODEL_FILE))
         write_json_atomic(tmp / HF_CONFIG_FILE, dict(hf_config))

@@ -110,6 +110,7 @@ def _data_options(files: str):
 
     def decorate(func):
         @functools.wraps(func)
+        @user_errors
         def wrapper(*args, **kwargs):
             from onnx_tokprune.data.source import DataSource
 
@@ -120,10 +121,7 @@ def _data_options(files: str):
                 pair_column=kwargs.pop("text_pair_column"), label_column=kwargs.pop("label_column"),
                 column_names=tuple(n.strip() for n in names.split(",")) if names else None,
             )
-            try:
-                kwargs["source"].check()
-            except TokpruneError as e:
-                raise click.ClickException(str(e).splitlines()[0]) from None
+            kwargs["source"].check()  # before a model is loaded
             return func(*args, **kwargs)
 
         options = [

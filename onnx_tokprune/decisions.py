@@ -21,6 +21,7 @@ TokenPrune op), registered in HARD or SOFT.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -105,8 +106,11 @@ class ToPGateMask(Decision):
 
 HARD: dict[str, type[HardDecision]] = {"threshold": ThresholdDecision, "top_k": TopKDecision, "rank_bins": RankBinsDecision}
 """Per config rule, the decision an artifact runs."""
-SOFT: dict[str, tuple[str, type[Decision]]] = {"soft": ("threshold", LTPSoftMask), "gate": ("rank_bins", ToPGateMask)}
-"""Per training mode, the rule it relaxes and its soft decision."""
+SOFT: dict[str, tuple[str, Callable[[LayerRule, float], Decision]]] = {
+    "soft": ("threshold", LTPSoftMask),
+    "gate": ("rank_bins", lambda rule, temperature: ToPGateMask(rule.layer)),
+}
+"""Per training mode, the rule it relaxes and how its soft decision is built from (rule, temperature)."""
 
 
 def build_decisions(config: PruneConfig | None, mode: str, temperature: float = 1e-3) -> nn.ModuleDict:
@@ -116,11 +120,11 @@ def build_decisions(config: PruneConfig | None, mode: str, temperature: float = 
     if config is None:
         return decisions
     if mode in SOFT:
-        rule, cls = SOFT[mode]
+        rule, build = SOFT[mode]
         if config.rule != rule:
             raise ValueError(f"{mode} mode needs a {rule}-rule config, got {config.rule!r}")
         for r in config.layers:
-            decisions[str(r.layer)] = LTPSoftMask(r, temperature) if cls is LTPSoftMask else cls(r.layer)
+            decisions[str(r.layer)] = build(r, temperature)
         return decisions
     for r in config.layers:
         decisions[str(r.layer)] = HARD[config.rule](r, config.bin_rounding)

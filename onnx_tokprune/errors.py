@@ -8,6 +8,13 @@ caller would expect (ValueError, FileExistsError, ...), so `except ValueError` k
 from __future__ import annotations
 
 
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of an exception's message (its type's name when empty), at most
+    `limit` characters: what a one-line error quotes of a library's exception."""
+    text = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class TokpruneError(Exception):
     """Bad input or a request that cannot be met; the message's first line says what to do."""
 

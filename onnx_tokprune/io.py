@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from onnx_tokprune.errors import OutputExistsError
+from onnx_tokprune.errors import OutputExistsError, first_line
 
 OUTPUT_MARKERS = ("config.json", "model.onnx", "tokprune.json", "bench.json")
 """Files of which every directory tokprune writes holds at least one (checkpoints, artifacts, bench reports)."""
@@ -248,8 +248,7 @@ def read_json(path: str | os.PathLike, error: type[Exception], missing: str, hin
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        why = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
-        raise error(f"{path} is not valid JSON ({why}): {hint}") from None
+        raise error(f"{path} is not valid JSON ({first_line(e)}): {hint}") from None
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:

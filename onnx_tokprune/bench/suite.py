@@ -36,12 +36,13 @@ import onnx
 import onnxruntime as ort
 
 from onnx_tokprune.architectures import spec_for
-from onnx_tokprune.artifact import LOGITS_OUTPUT, kept_counts
+from onnx_tokprune.artifact import LOGITS_OUTPUT, kept_counts, read_artifact
 from onnx_tokprune.bench.timing import ISA_FLAGS, Feeds, Runner, cpu_model, cut, isa_flags, oracle_feeds, timed_chunks
 from onnx_tokprune.data.text import TextExample
 from onnx_tokprune.errors import ArtifactError
 from onnx_tokprune.flops import EncoderShape
 from onnx_tokprune.runtime.session import KernelChoice, PrunedSession, session_options
+from onnx_tokprune.runtime.text_encoder import TextEncoder
 
 VARIANTS = ("unpruned fp32", "unpruned int8", "pruned fp32", "pruned int8", "pytorch eager")
 ORACLE_OF = {"pruned fp32": "unpruned fp32", "pruned int8": "unpruned int8"}
@@ -249,8 +250,8 @@ def run_bench(
     import torch
 
     runners, checkpoint, token_prune = build_variants(artifact, checkpoint, threads, kernel_library)
-    session = PrunedSession(artifact, threads, False, spinning=False)
-    encoder, shape = session.text_encoder, EncoderShape.from_hf(session.artifact.hf_config)
+    found = read_artifact(artifact)  # build_variants opened it: only its files are read here
+    encoder, shape = TextEncoder.from_dir(artifact), EncoderShape.from_hf(found.hf_config)
     results = [
         bench_data(runners, shape, encoder.token_ids(examples), encoder.pad, name, repeats, batch_size, progress=progress)
         for name, examples in data
@@ -258,7 +259,7 @@ def run_bench(
     return BenchReport(
         artifact=str(artifact), checkpoint=checkpoint, threads=threads, repeats=repeats, cpu=cpu_model(),
         isa=isa_flags(), onnxruntime=ort.__version__, torch=torch.__version__, token_prune=token_prune, results=results,
-        pruned_graph=session.manifest.export.describe(),
+        pruned_graph=found.manifest.export.describe(),
     )
 
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from onnx_tokprune.data.text import TextExample, check_utf8_text, read_texts
-from onnx_tokprune.errors import DataError
+from onnx_tokprune.errors import DataError, first_line
 
 if TYPE_CHECKING:
     import datasets
@@ -68,6 +68,11 @@ class DataSource:
     column_names: tuple[str, ...] | None = None
 
     def check(self) -> None:
+        """DataError (or TaskError for an unknown --task) for options that do not go together."""
+        if self.task is not None:
+            from onnx_tokprune.data.glue import get_task
+
+            get_task(self.task)
         if self.task is not None and self.dataset is not None:
             raise DataError("give a GLUE --task or a hub --dataset, not both")
         if self.pair_column is not None and self.text_column is None:
@@ -210,7 +215,7 @@ def check_model_labels(scheme: LabelScheme, model_scheme: LabelScheme, where: st
         )
 
 
-def _load_table(path: Path, source: DataSource, need_labels: bool) -> datasets.Dataset:
+def _load_table(path: Path, source: DataSource) -> datasets.Dataset:
     import datasets
     from datasets.utils import logging as ds_logging
 
@@ -230,11 +235,9 @@ def _load_table(path: Path, source: DataSource, need_labels: bool) -> datasets.D
     try:
         return datasets.load_dataset(builder, data_files=str(path), split="train", **options)
     except Exception as e:  # datasets, pandas and pyarrow raise many types for a malformed file
-        first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
         cause = e.__cause__ or e.__context__
-        if cause is not None and first.startswith("An error occurred while generating the dataset"):
-            first = next((line.strip() for line in str(cause).splitlines() if line.strip()), type(cause).__name__)
-        raise DataError(f"{path} cannot be read as {suffix} ({first[:200]}): check the file") from None
+        wrapped = cause is not None and first_line(e).startswith("An error occurred while generating the dataset")
+        raise DataError(f"{path} cannot be read as {suffix} ({first_line(cause if wrapped else e)}): check the file") from None
     finally:
         if bar:
             ds_logging.enable_progress_bar()
@@ -246,10 +249,8 @@ def _load_hub(source: DataSource, split: str) -> datasets.Dataset:
     try:
         return datasets.load_dataset(source.dataset, source.dataset_config, split=split)
     except Exception as e:  # the hub, the network and the dataset's own script raise many types
-        first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
         raise DataError(
-            f"could not load {source.dataset}{'/' + source.dataset_config if source.dataset_config else ''} split {split!r} "
-            f"from the Hugging Face hub ({first[:200]}); offline, pass local files instead"
+            f"could not load {source.describe(None, split)} from the Hugging Face hub ({first_line(e)}); offline, pass local files instead"
         ) from None
 
 
@@ -287,7 +288,8 @@ def _columns(table: datasets.Dataset, source: DataSource, where: str, need_label
     return text, pair, label
 
 
-def _split_from_table(table: datasets.Dataset, source: DataSource, where: str, need_labels: bool, limit: int | None) -> Split:
+def _split_from_table(table: datasets.Dataset, source: DataSource, where: str, name: str, need_labels: bool, limit: int | None) -> Split:
+    """The examples (and labels) of a loaded table; `where` names it in errors, `name` in reports."""
     text, pair, label = _columns(table, source, where, need_labels)
     if limit is not None:
         table = table.select(range(min(limit, len(table))))
@@ -302,7 +304,7 @@ def _split_from_table(table: datasets.Dataset, source: DataSource, where: str, n
                 raise DataError(f"{where}: row {row} has {'an empty' if isinstance(value, str) or value is None else 'a non-text'} "
                                 f"{column!r}: fill it in or remove the row")
         examples.append(TextExample(a, b))
-    return Split(examples, table[label] if label else None, where)
+    return Split(examples, table[label] if label else None, name)
 
 
 def load_split(source: DataSource, file: str | Path | None, split: str, need_labels: bool, limit: int | None = None,
@@ -322,18 +324,16 @@ def load_split(source: DataSource, file: str | Path | None, split: str, need_lab
         if not path.is_file():
             raise DataError(f"{path} not found: pass a .csv, .tsv, .json, .jsonl, .parquet or .txt file")
         if _plain_glue_or_text(path, source, need_labels):
-            return Split(read_texts(path, limit=limit if seed is None else None), None, path.name)
-        table, where = _load_table(path, source, need_labels), str(path)
+            return Split(read_texts(path, limit=limit), None, path.name)
+        table, where = _load_table(path, source), str(path)
     else:
         table, where = _load_hub(source, split), source.describe(None, split)
     if source.task is not None:
         source = _task_columns(source, table.column_names)
     if seed is not None and limit is not None and limit < len(table):
         table = table.shuffle(seed=seed)
-    result = _split_from_table(table, source, where, need_labels or source.label_column is not None, limit)
-    result.name = source.describe(None if file is None else str(file), split)
-    result.task = None
-    return result
+    name = source.describe(None if file is None else str(file), split)
+    return _split_from_table(table, source, where, name, need_labels or source.label_column is not None, limit)
 
 
 def _plain_glue_or_text(path: Path, source: DataSource, need_labels: bool) -> bool:

@@ -13,7 +13,7 @@ from typing import Any
 
 from onnx_tokprune.architectures import spec_for
 from onnx_tokprune.config import CONFIG_NAME, PruneConfig
-from onnx_tokprune.errors import CheckpointError
+from onnx_tokprune.errors import CheckpointError, first_line
 from onnx_tokprune.modeling.encoder import MODES, PrunedEncoder, PrunedOutput, kept_positions
 
 WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -50,11 +50,6 @@ def local_checkpoint(path_or_name: str | os.PathLike) -> Path | None:
     return path
 
 
-def _first_line(error: BaseException, limit: int = 200) -> str:
-    text = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def read_model_type(model_dir: str | os.PathLike) -> dict:
     """Return the HF config.json of a checkpoint dir after checking it is one we support."""
     path = local_checkpoint(Path(model_dir))
@@ -64,9 +59,9 @@ def read_model_type(model_dir: str | os.PathLike) -> dict:
     try:
         hf = json.loads(cfg_file.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{cfg_file} is not valid JSON ({_first_line(e)}): save the checkpoint again with save_pretrained") from None
+        raise CheckpointError(f"{cfg_file} is not valid JSON ({first_line(e)}): save the checkpoint again with save_pretrained") from None
     except OSError as e:
-        raise CheckpointError(f"{cfg_file} cannot be read: {_first_line(e)}") from None
+        raise CheckpointError(f"{cfg_file} cannot be read: {first_line(e)}") from None
     if not isinstance(hf, dict):
         raise CheckpointError(f"{cfg_file} must hold a JSON object (a Hugging Face model config), not a {type(hf).__name__}")
     check_model_config(hf, str(cfg_file))
@@ -149,7 +144,7 @@ def _hub_config(name: str) -> dict:
             hf = AutoConfig.from_pretrained(name).to_dict()
         except (OSError, ValueError) as e:
             raise CheckpointError(
-                f"{name} is not a local directory, and loading it from the Hugging Face hub failed: {_first_line(e)}"
+                f"{name} is not a local directory, and loading it from the Hugging Face hub failed: {first_line(e)}"
             ) from None
     check_model_config(hf, name)
     return hf
@@ -217,9 +212,9 @@ def load_classifier(
                 src, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
             )
         except SafetensorError as e:
-            raise CheckpointError(f"{_weights_file(path)} is truncated or corrupt ({_first_line(e)}): save the checkpoint again") from None
+            raise CheckpointError(f"{_weights_file(path)} is truncated or corrupt ({first_line(e)}): save the checkpoint again") from None
         except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
-            raise CheckpointError(f"{src} cannot be loaded: {_first_line(e)}; save the checkpoint again") from None
+            raise CheckpointError(f"{src} cannot be loaded: {first_line(e)}; save the checkpoint again") from None
     _check_loading_info(model, info, src, _weights_file(path), new_head_ok=head == "new" or (head == "if_missing" and not is_classifier))
     return model.eval()
 
@@ -271,7 +266,7 @@ def load_tokenizer(path_or_name: str | os.PathLike, local: bool = True):
             # the tokenizers library raises a bare Exception for a corrupt tokenizer.json
             if not isinstance(e, (OSError, ValueError, RuntimeError, TypeError, KeyError)) and type(e) is not Exception:
                 raise
-            raise CheckpointError(f"the tokenizer of {src} cannot be loaded: {_first_line(e)}; copy the tokenizer files again") from None
+            raise CheckpointError(f"the tokenizer of {src} cannot be loaded: {first_line(e)}; copy the tokenizer files again") from None
 
 
 def wrap(model, config: PruneConfig | None, mode: str = "drop", **kwargs) -> PrunedEncoder:

@@ -103,16 +103,17 @@ class PrunedEncoder(nn.Module):
         rows = mask_rows(mask, hidden.dtype)
         bias = mask_bias(rows)
         exporting = torch.onnx.is_in_onnx_export()
-        self._input_length = None if exporting else int(input_ids.shape[1])
         for index in range(self.num_layers):
             hidden, mask, positions, record, raw = self._layer(index, hidden, mask, rows, bias, positions)
             if raw is not None or (record is not None and self.mode in ("mask", "gate")):
                 rows = mask_rows(mask, hidden.dtype)
                 bias = mask_bias(rows)
-            if record is not None and not exporting:
-                kept.append(record)
             if raw is not None:
                 kept_index.append(raw)
+                if not exporting:  # the graph outputs kept_index only
+                    record = _present(positions, int(input_ids.shape[1]), hidden.dtype)
+            if record is not None and not exporting:
+                kept.append(record)
         scores = None if self.mode == "drop" else self._scores
         return PrunedOutput(self.adapter.head(hidden), tuple(kept), tuple(kept_index), scores)
 
@@ -162,8 +163,6 @@ class PrunedEncoder(nn.Module):
             mask, raw = pruned.mask, pruned.kept_index
             taken = torch.gather(positions, 1, pruned.kept_index.clamp(min=0))
             positions = torch.where(pruned.kept_index >= 0, taken, torch.full_like(taken, -1))
-            if self._input_length is not None:  # not while exporting: the graph outputs kept_index only
-                record = _present(positions, self._input_length, hidden.dtype)
         else:
             mask = decision.keep(score, mask).long()
             record = mask.to(hidden.dtype)

@@ -23,9 +23,9 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from onnx_tokprune.artifact import LOGITS_OUTPUT, MODEL_INPUTS, read_artifact
+from onnx_tokprune.artifact import LOGITS_OUTPUT, MODEL_INPUTS, Manifest, read_artifact
 from onnx_tokprune.data.text import TextExample
-from onnx_tokprune.errors import ArtifactError
+from onnx_tokprune.errors import ArtifactError, first_line
 from onnx_tokprune.runtime.cpus import available_cpus
 from onnx_tokprune.runtime.kernel import KERNEL_ENV, find_kernel
 from onnx_tokprune.runtime.text_encoder import TextEncoder, position_limit
@@ -69,7 +69,6 @@ class PrunedSession:
         is not a complete tokprune artifact or a model.onnx onnxruntime cannot load."""
         self.path = Path(artifact)
         self.artifact = read_artifact(self.path)
-        self.manifest = self.artifact.manifest
         config = self.artifact.hf_config
         model_file = self.artifact.model_file
         if kernel_library is None:
@@ -106,6 +105,10 @@ class PrunedSession:
         except (AttributeError, TypeError, ValueError):
             raise ArtifactError(f"{self.path / 'config.json'}: id2label must map class indices to names, got {labels!r}") from None
 
+    @property
+    def manifest(self) -> Manifest:
+        return self.artifact.manifest
+
     def run(self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Run the graph on encoded inputs; returns {output name: array}."""
         names = list(outputs) if outputs else self.output_names
@@ -133,7 +136,7 @@ class PrunedSession:
 
 def _short(error: BaseException, limit: int = 200) -> str:
     """The first line of an error, without onnxruntime's '[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : ' prefix."""
-    text = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    text = first_line(error, limit=10_000)
     text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
     text = re.sub(r"^Load model from \S+ failed:", "", text).strip().rstrip(".")
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -17,8 +17,7 @@ from onnx_tokprune.config import PruneConfig
 from onnx_tokprune.data.glue import tokenize_split
 from onnx_tokprune.data.metrics import compute_metrics
 from onnx_tokprune.data.source import DataSource, LabelScheme, Split, encode_labels, load_split, metric_scheme, to_dataset
-from onnx_tokprune.errors import DataError
-from onnx_tokprune.errors import TrainingError
+from onnx_tokprune.errors import DataError, TrainingError
 from onnx_tokprune.io import atomic_output_dir
 
 
