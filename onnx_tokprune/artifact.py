@@ -2,7 +2,7 @@
 
 An artifact directory holds
 - `model.onnx`: inputs `input_ids` and those of MODEL_INPUTS the architecture takes; outputs `logits`
-  then `kept_index_<layer>` per pruning layer, in layer order: TokenPrune's kept_index, positions in
+  (a span head: `start_logits`, `end_logits`) then `kept_index_<layer>` per pruning layer, in layer order: TokenPrune's kept_index, positions in
   the sequence *entering* that layer, -1 on padding (`original_positions` composes them);
 - `config.json`: the Hugging Face model config (shapes, labels);
 - the checkpoint's tokenizer files, `tokenizer.json` at least;
@@ -39,6 +39,20 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spec
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 """Every input an artifact graph may take; each architecture takes `input_ids` and a subset of the rest."""
 LOGITS_OUTPUT = "logits"
+SPAN_OUTPUTS = ("start_logits", "end_logits")
+"""A span (question-answering) graph's outputs in place of `logits`: [B,S] at every input position."""
+HEADS = {"sequence": (LOGITS_OUTPUT,), "span": SPAN_OUTPUTS}
+"""The graph outputs before the kept_index ones, per head kind (the manifest's export.head)."""
+HEAD_CLASSES = {"sequence": "ForSequenceClassification", "span": "ForQuestionAnswering"}
+"""The head kinds PrunedEncoder runs, by the suffix of the Hugging Face class: "sequence"
+(classification logits from the CLS row) and "span" (extractive QA: start/end logits at every
+position, pruned tokens restored)."""
+
+
+def head_kind(architectures: Any) -> str | None:
+    """The HEAD_CLASSES kind of a config's `architectures` list, None when it names no supported head."""
+    names = [a for a in architectures if isinstance(a, str)] if isinstance(architectures, list) else []
+    return next((kind for kind, suffix in HEAD_CLASSES.items() for a in names if a.endswith(suffix)), None)
 KEPT_PREFIX = "kept_index_"
 MANIFEST_VERSION = 1
 _REEXPORT = "re-export the artifact (tokprune-export)"
@@ -128,6 +142,8 @@ class ExportInfo:
     passes: tuple[PassRecord, ...] = ()
     int8: dict[str, Any] | None = None
     """The INT8 setting and quantization counts of an INT8 export (export.quantize), else None."""
+    head: str = "sequence"
+    """The head kind (HEADS): "sequence" classification logits, or "span" start/end logits."""
 
     def describe(self) -> str:
         """"pruning layers [1, 3]; ort_transformer_fusions: Attention 4, ..." for reports."""
@@ -140,6 +156,7 @@ class ExportInfo:
             "pruning_layers": list(self.pruning_layers), "outputs": list(self.outputs),
             "token_prune_nodes": self.token_prune_nodes, "op": dict(self.op),
             "folded_parameters": dict(self.folded_parameters), "passes": [p.to_json() for p in self.passes],
+            "head": self.head,
         }
         if self.int8 is not None:
             data["int8"] = dict(self.int8)
@@ -215,6 +232,9 @@ def _export_info(data: Any, where: str, hint: str) -> ExportInfo:
     int8 = data.get("int8")
     if int8 is not None and not isinstance(int8, dict):
         raise ManifestError(f"{where}: export.int8 must be an object or absent: {hint}")
+    head = data.get("head", "sequence")
+    if head not in HEADS:
+        raise ManifestError(f"{where}: export.head must be one of {sorted(HEADS)}, got {head!r}: {hint}")
     return ExportInfo(
         opset=data["opset"], source=data["source"], architecture=data["architecture"], pruning_layers=tuple(layers),
         outputs=tuple(data["outputs"]), token_prune_nodes=data["token_prune_nodes"], op=dict(data.get("op") or {}),
@@ -224,6 +244,7 @@ def _export_info(data: Any, where: str, hint: str) -> ExportInfo:
             for p in passes
         ),
         int8=int8,
+        head=head,
     )
 
 

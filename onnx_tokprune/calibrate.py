@@ -203,8 +203,10 @@ def calibrate(
     batch_size: int = 32,
     progress: bool = True,
     schedule: str = "linear",
+    rows: Sequence[tuple[list[int], list[int]]] | None = None,
 ) -> CalibrationResult:
-    """Choose per-layer decision parameters for `model` from calibration `examples`."""
+    """Choose per-layer decision parameters for `model` from calibration `examples` (or token `rows`,
+    (input_ids, token_type_ids) each: a QA model's windows)."""
     if (keep is None) == (target_flops is None):
         raise CalibrationError("give exactly one of keep (kept-token fraction) or target_flops (relative FLOPs)")
     if schedule not in SCHEDULES:
@@ -216,7 +218,7 @@ def calibrate(
     bad = [layer for layer in layers if not 0 <= layer < num_layers]
     if bad:
         raise CalibrationError(f"layers {bad} out of range: the model has layers 0..{num_layers - 1}")
-    rows = text_encoder.token_ids(examples)
+    rows = rows if rows is not None else text_encoder.token_ids(examples)
     shape = EncoderShape.from_hf(model.config)
     if target_flops is not None:
         if not 0 < target_flops <= 1:

@@ -177,6 +177,22 @@ def _texts(source, data_file, split: str, limit: int | None):
     return load_split(source, data_file, split, need_labels=False, limit=limit).examples
 
 
+BOTH_HEADS = ("sequence", "span")
+"""What the commands that run any PrunedEncoder take: sequence classifiers and span (QA) models."""
+
+
+def _qa_rows(model, hf: dict, source, data_file, split: str, limit: int | None, local: bool = True):
+    """The token rows of every window of a QA file (or hub --dataset split), with the tokenizer and
+    window of a span checkpoint (its recorded max_length / stride)."""
+    from onnx_tokprune.data.squad import load_qa
+    from onnx_tokprune.modeling import load_tokenizer
+    from onnx_tokprune.runtime.qa import QAWindows, window_settings
+
+    data = load_qa(data_file, source.dataset, source.dataset_config, split, limit)
+    windows = QAWindows(load_tokenizer(model, local=local).backend_tokenizer, *window_settings(hf))
+    return [(w.ids, w.type_ids) for w in windows.encode(data.questions, data.contexts)]
+
+
 @click.group()
 def main() -> None:
     """Token pruning that physically removes tokens: calibrate, export, check parity, benchmark."""
@@ -211,21 +227,26 @@ def calibrate_command(model, source, data_file, output, keep, target_flops, rule
     check_output_dir(Path(output), force)
     import torch
 
+    from onnx_tokprune.artifact import head_kind
     from onnx_tokprune.calibrate import calibrate
     from onnx_tokprune.io import atomic_output_dir
     from onnx_tokprune.modeling import check_checkpoint, load_classifier, load_tokenizer
     from onnx_tokprune.runtime.text_encoder import TextEncoder
 
-    check_checkpoint(model, "if_missing", local=False)
-    examples = _texts(source, data_file, "train", samples)
+    hf = check_checkpoint(model, "if_missing", local=False, kinds=BOTH_HEADS)
+    span = head_kind(hf.get("architectures")) == "span"
     torch.manual_seed(seed)
-    hf_model = load_classifier(model, "if_missing", num_labels=num_labels, local=False)
+    if span:
+        qa = _qa_rows(model, hf, source, data_file, "train", samples, local=False)
+    else:
+        examples = _texts(source, data_file, "train", samples)
+    hf_model = load_classifier(model, "if_missing", num_labels=num_labels, local=False, kinds=BOTH_HEADS)
     tokenizer = load_tokenizer(model, local=False)
     text_encoder = TextEncoder(tokenizer.backend_tokenizer, hf_model.config.max_position_embeddings)
     result = calibrate(
         hf_model,
         text_encoder,
-        examples,
+        None if span else examples,
         keep=keep,
         target_flops=target_flops,
         rule=rule,
@@ -233,6 +254,7 @@ def calibrate_command(model, source, data_file, output, keep, target_flops, rule
         score_normalizer=normalizer,
         normalizer_length=normalizer_length,
         schedule=schedule,
+        rows=qa if span else None,
     )
     result.config.provenance.update({"model": str(model), "data": source.describe(data_file, "train")})
     with atomic_output_dir(output, force) as tmp:
@@ -264,11 +286,11 @@ def export_command(model, opset, output, unpruned, int8, int8_setting, optimize,
     from onnx_tokprune.modeling import check_checkpoint, check_tokenizer_files, load_pruned, wrap
 
     check_opset(opset)
-    check_checkpoint(model, "trained")
+    check_checkpoint(model, "trained", kinds=BOTH_HEADS)
     check_tokenizer_files(model, fast=True)
     output = output or f"{str(model).rstrip('/')}{'-unpruned' if unpruned else ''}{'-int8' if int8 else ''}-onnx"
     check_output_dir(Path(output), force)
-    encoder = load_pruned(model, "drop", require_config=not unpruned)
+    encoder = load_pruned(model, "drop", require_config=not unpruned, kinds=BOTH_HEADS)
     if unpruned:
         encoder = wrap(encoder.model, None, "drop")
     if int8_setting != "portable" and not int8:
@@ -307,20 +329,28 @@ def parity_command(model, artifact, source, data_file, samples, batch_sizes, ato
     if report:
         check_output_file(report)
     kernel_library = _kernel_choice(kernel)
-    check_checkpoint(model, "trained", tokenizer=False)
-    examples = _texts(source, data_file, "validation", samples or None)
+    from onnx_tokprune.artifact import head_kind
+
+    hf = check_checkpoint(model, "trained", tokenizer=False, kinds=BOTH_HEADS)
+    span = head_kind(hf.get("architectures")) == "span"
+    rows = _qa_rows(model, hf, source, data_file, "validation", samples or None) if span else None
+    examples = None if span else _texts(source, data_file, "validation", samples or None)
     from onnx_tokprune.runtime.session import PrunedSession
 
     # PyTorch and onnxruntime take turns: both on the CPUs really available, neither spinning while the other runs
     session = PrunedSession(artifact, threads=_pin_torch_threads(), kernel_library=kernel_library, spinning=False)
-    session.text_encoder.token_ids(examples)
-    encoder = load_pruned(model, "drop")
-    result = check_parity(encoder, session, examples, sizes, atol)
+    if session.head != ("span" if span else "sequence"):
+        raise click.ClickException(f"{model} is a {'span' if span else 'sequence'} model but {artifact} a {session.head} one: pass the artifact exported from it")
+    if not span:
+        session.text_encoder.token_ids(examples)
+    encoder = load_pruned(model, "drop", kinds=BOTH_HEADS)
+    result = check_parity(encoder, session, examples, sizes, atol, rows=rows)
     click.echo(result.table())
     if report:
         _write_json(report, result.to_json())
     result.check()
-    click.echo(f"parity OK on {len(examples)} sentences (atol {atol:g})")
+    what = f"{len(rows)} QA windows" if span else f"{len(examples)} sentences"
+    click.echo(f"parity OK on {what} (atol {atol:g})")
 
 
 @main.command("bench")
@@ -444,6 +474,61 @@ def finetune_command(model, source, train_file, validation_file, problem_type, m
     settings = TrainSettings(epochs=epochs, learning_rate=lr, batch_size=batch_size, seed=seed)
     metrics = finetune(model, data, output, settings, max_train_samples, max_length, force)
     click.echo(f"wrote {output}; validation: " + ", ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items()))
+
+
+def _qa_options(func):
+    """The QA data options: SQuAD-format files or a hub dataset, and the window."""
+    for option in reversed([
+        click.option("--train-file", type=click.Path(), help="SQuAD-format JSON (or .jsonl/.parquet with question, context, answers)."),
+        click.option("--validation-file", type=click.Path(), help="Evaluation data, same formats."),
+        click.option("--dataset", help="A hub QA dataset by name (online), e.g. squad: its train and validation splits."),
+        click.option("--dataset-config", help="The hub dataset's configuration name."),
+        click.option("--max-length", type=int, help="Window length in tokens (default: the model's recorded window, else 384)."),
+        click.option("--stride", type=int, help="Tokens shared by neighbouring windows of a long context (default 128)."),
+    ]):
+        func = option(func)
+    return func
+
+
+def _qa_data(train_file, validation_file, dataset, dataset_config, max_length, stride, config: dict, need_train: bool = True):
+    from onnx_tokprune.data.squad import load_qa
+    from onnx_tokprune.runtime.qa import window_settings
+    from onnx_tokprune.training.qa import QAData
+
+    if (train_file is None or validation_file is None) and dataset is None:
+        raise click.UsageError("give the QA data: --train-file and --validation-file (SQuAD format), or --dataset squad (online)")
+    length, stride = window_settings(config, max_length, stride)
+    if not 0 <= stride < length:
+        raise click.BadParameter(f"must be in [0, {length}) for windows of {length} tokens, got {stride}", param_hint="--stride")
+    train = load_qa(train_file, dataset, dataset_config, "train") if need_train else None
+    validation = load_qa(validation_file, dataset, dataset_config, "validation")
+    return QAData(train, validation, length, stride)
+
+
+@train_group.command("finetune-qa")
+@click.option("--model", required=True, help="Pretrained checkpoint directory or hub name (its span head is new).")
+@_qa_options
+@click.option("--output", required=True, type=click.Path(), help="Checkpoint directory to write.")
+@click.option("--epochs", type=float, default=2.0, show_default=True)
+@click.option("--lr", type=float, default=5e-5, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--max-train-samples", type=int, help="The first N training questions.")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--force", is_flag=True, help="Replace --output if it exists.")
+@_recipe_option
+@user_errors
+def finetune_qa_command(model, train_file, validation_file, dataset, dataset_config, max_length, stride, output, epochs, lr, batch_size, max_train_samples, seed, force):
+    """Extractive QA fine-tuning (span head, HF Trainer); reports SQuAD exact match and F1."""
+    from onnx_tokprune.modeling import check_checkpoint
+    from onnx_tokprune.training.common import TrainSettings
+    from onnx_tokprune.training.qa import finetune_qa
+
+    check_output_dir(Path(output), force)
+    hf = check_checkpoint(model, "new", local=False, kinds=("span",))
+    data = _qa_data(train_file, validation_file, dataset, dataset_config, max_length, stride, hf)
+    settings = TrainSettings(epochs=epochs, learning_rate=lr, batch_size=batch_size, seed=seed)
+    metrics = finetune_qa(model, data, output, settings, max_train_samples, force, local=False)
+    click.echo(f"wrote {output}; validation ({len(data.validation)} questions): exact match {metrics['exact_match']:.2f}, F1 {metrics['f1']:.2f}")
 
 
 @train_group.command("ltp")
@@ -671,7 +756,7 @@ EVAL_MODES = ("drop", "mask")
 @user_errors
 def eval_command(model, artifact, source, data_file, metric, modes, json_out, kernel):
     """Metric on the whole evaluation data, kept tokens per layer, analytic and counted FLOPs, relative FLOPs."""
-    from onnx_tokprune.artifact import MODEL_FILE
+    from onnx_tokprune.artifact import MODEL_FILE, head_kind
     from onnx_tokprune.data.source import load_split
     from onnx_tokprune.evaluate import eval_table, evaluate_artifact, evaluate_checkpoint
     from onnx_tokprune.modeling import check_checkpoint
@@ -687,6 +772,15 @@ def eval_command(model, artifact, source, data_file, metric, modes, json_out, ke
     threads = _pin_torch_threads()
     model_session = PrunedSession(model, threads, kernel_library, spinning=False) if (Path(model) / MODEL_FILE).is_file() else None
     artifact_session = PrunedSession(artifact, threads, kernel_library, spinning=False) if artifact else None
+    if model_session is None:
+        hf = check_checkpoint(model, "trained", kinds=BOTH_HEADS)
+        span = head_kind(hf.get("architectures")) == "span"
+    else:
+        span = model_session.head == "span"
+    if artifact_session is not None and (artifact_session.head == "span") != span:
+        raise click.ClickException(f"{model} and {artifact} have different heads: pass the artifact exported from the checkpoint")
+    if span:
+        return _eval_qa(model, model_session, artifact_session, source, data_file, mode_list, json_out)
     loaded = []
 
     def split():
@@ -696,7 +790,6 @@ def eval_command(model, artifact, source, data_file, metric, modes, json_out, ke
         return loaded[0]
 
     if model_session is None:
-        check_checkpoint(model, "trained")
         results = evaluate_checkpoint(model, split, tuple(mode_list), metric)
     else:
         results = [evaluate_artifact(model_session, split(), metric)]
@@ -708,6 +801,31 @@ def eval_command(model, artifact, source, data_file, metric, modes, json_out, ke
     if reference is not None and onnx_result is not None and reference.predictions:
         same = np.mean(np.equal(reference.predictions, onnx_result.predictions))
         click.echo(f"onnxruntime vs pytorch-drop prediction agreement: {100 * same:.2f}% of {reference.examples}")
+    if json_out:
+        _write_json(json_out, [r.to_json() for r in results])
+
+
+def _eval_qa(model, model_session, artifact_session, source, data_file, modes, json_out) -> None:
+    """tokprune-eval of a span (QA) checkpoint and/or artifact: SQuAD exact match and F1 per source,
+    and how many questions get the same answer span as PyTorch's drop mode."""
+    from onnx_tokprune.data.squad import load_qa
+    from onnx_tokprune.evaluate import evaluate_qa_artifact, evaluate_qa_checkpoint, qa_table
+
+    def split():
+        return load_qa(data_file, source.dataset, source.dataset_config, "validation")
+
+    if model_session is None:
+        results = evaluate_qa_checkpoint(model, split, modes=tuple(modes))
+    else:
+        results = [evaluate_qa_artifact(model_session, split())]
+    if artifact_session is not None:
+        results.append(evaluate_qa_artifact(artifact_session, split()))
+    click.echo(qa_table(results))
+    reference = next((r for r in results if r.source == "pytorch-drop"), None)
+    for other in results:
+        if reference is not None and other is not reference:
+            same = np.mean([a == b for a, b in zip(reference.answers, other.answers)])
+            click.echo(f"{other.source} vs pytorch-drop: the same answer span on {100 * same:.2f}% of {reference.questions} questions")
     if json_out:
         _write_json(json_out, [r.to_json() for r in results])
 

@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -138,5 +139,121 @@ def eval_table(results: list[EvalResult]) -> str:
         metric = f"{r.main_metric} {100 * r.metrics[r.main_metric]:.2f}"
         lines.append(
             f"| {r.source} | {r.task} | {r.examples} | {metric} | {r.mean_tokens:.1f} | {kept} | {r.analytic_gflops:.4f} | {counted} | {r.relative_flops:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+@dataclass
+class QAEvalResult:
+    """SQuAD exact match / F1 of one model on a QA split, with kept tokens and FLOPs per window."""
+
+    data: str
+    source: str
+    questions: int
+    windows: int
+    exact_match: float
+    f1: float
+    mean_tokens: float
+    kept_tokens: dict[str, float] = field(default_factory=dict)
+    analytic_gflops: float = 0.0
+    counted_gflops: float | None = None
+    relative_flops: float = 1.0
+    answers: list[tuple[int, int]] = field(default_factory=list, repr=False)
+    """Per question, the predicted span's character offsets in its context."""
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data.pop("answers")
+        return data
+
+
+def evaluate_qa(
+    run: Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray, dict[int, float]]], source: str, split, windows,
+    shape: EncoderShape, progress: bool = True, counter=None,
+) -> QAEvalResult:
+    """Run every window of `split` (data.squad.QASplit) alone (batch 1, no padding) through `run(feeds)`
+    -> (start [1,S], end [1,S], tokens kept per pruning layer) and score the best spans (runtime.qa)."""
+    from onnx_tokprune.runtime.qa import spans, squad_scores
+
+    encoded = windows.encode(split.questions, split.contexts)
+    starts, ends, kept, lengths = [], [], [], []
+    with counter if counter is not None else nullcontext():
+        for window in tqdm(encoded, desc=f"eval QA {source}", disable=not progress):
+            start, end, counts = run(windows.pad([window]))
+            starts.append(start[0])
+            ends.append(end[0])
+            kept.append(counts)
+            lengths.append(len(window.ids))
+    best = spans(encoded, starts, ends, split.contexts)
+    scores = squad_scores([s.text for s in best], split.answer_texts())
+    analytic = [shape.flops(n, k) for n, k in zip(lengths, kept)]
+    layers = sorted({layer for k in kept for layer in k})
+    return QAEvalResult(
+        data=split.name, source=source, questions=len(split), windows=len(encoded),
+        exact_match=scores["exact_match"], f1=scores["f1"], mean_tokens=float(np.mean(lengths)),
+        kept_tokens={str(layer): float(np.mean([k[layer] for k in kept])) for layer in layers},
+        analytic_gflops=sum(analytic) / len(lengths) / 1e9,
+        counted_gflops=None if counter is None else counter.get_total_flops() / len(lengths) / 1e9,
+        relative_flops=sum(analytic) / sum(shape.flops(n) for n in lengths),
+        answers=[(s.start_char, s.end_char) for s in best],
+    )
+
+
+def evaluate_qa_checkpoint(model_dir: str | os.PathLike, split, windows=None, modes=("drop", "mask"), progress: bool = True) -> list[QAEvalResult]:
+    """A span checkpoint (with or without tokprune.json) in the given PyTorch modes; `split` may be a
+    function that loads it (called after the model loads). `windows`: runtime.qa.QAWindows, by default
+    the checkpoint's recorded window."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from onnx_tokprune.modeling import load_pruned, wrap
+
+    encoder = load_pruned(model_dir, "drop", require_config=False, kinds=("span",))
+    if windows is None:
+        from tokenizers import Tokenizer
+
+        from onnx_tokprune.runtime.qa import QAWindows, window_settings
+
+        windows = QAWindows(Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json")), *window_settings(encoder.model.config.to_dict()))
+    split = split() if callable(split) else split
+    shape = EncoderShape.from_hf(encoder.model.config)
+    results = []
+    for mode in modes if encoder.config is not None else ("drop",):
+        model = encoder if mode == "drop" else wrap(encoder.model, encoder.config, mode)
+
+        def run(feeds, model=model):
+            tensors = {k: torch.from_numpy(v) for k, v in feeds.items()}
+            with torch.no_grad():
+                out = model(tensors["input_ids"], tensors["attention_mask"], tensors["token_type_ids"])
+            counts = {layer: float(k.sum()) for layer, k in zip(model.pruning_layers, out.kept)}
+            return out.start_logits.numpy(), out.end_logits.numpy(), counts
+
+        counter = FlopCounterMode(display=False) if mode == "drop" else None
+        results.append(evaluate_qa(run, f"pytorch-{mode}", split, windows, shape, progress, counter))
+    return results
+
+
+def evaluate_qa_artifact(session: PrunedSession, split, windows=None, progress: bool = True) -> QAEvalResult:
+    """A span artifact in onnxruntime (batch 1 per window; kept tokens from its kept_index outputs)."""
+    windows = windows or session.windows()
+
+    def run(feeds):
+        out = session.run(feeds)
+        return out["start_logits"], out["end_logits"], kept_counts(out)
+
+    return evaluate_qa(run, "onnxruntime", split, windows, EncoderShape.from_hf(session.artifact.hf_config), progress)
+
+
+def qa_table(results: list[QAEvalResult]) -> str:
+    """Markdown table for people."""
+    lines = [
+        "| source | data | questions | windows | exact match | F1 | mean tokens | kept tokens per pruning layer | GFLOPs (analytic) | GFLOPs (counted) | relative FLOPs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        kept = ", ".join(f"L{k}: {v:.1f}" for k, v in r.kept_tokens.items()) or "—"
+        counted = "—" if r.counted_gflops is None else f"{r.counted_gflops:.4f}"
+        lines.append(
+            f"| {r.source} | {r.data} | {r.questions} | {r.windows} | {r.exact_match:.2f} | {r.f1:.2f} | {r.mean_tokens:.1f} | {kept} "
+            f"| {r.analytic_gflops:.4f} | {counted} | {r.relative_flops:.3f} |"
         )
     return "\n".join(lines)

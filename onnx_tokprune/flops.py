@@ -6,7 +6,8 @@ tokens leave before the output projection and the FFN) costs, in FLOPs (2 per mu
     QKV 6*n_in*D^2 + scores and context 4*n_in^2*D + output projection 2*n_out*D^2 + FFN 4*n_out*D*I
 
 A pruning layer also scores its tokens (the kept-row sum of the attention probabilities, one
-[1,S]x[S,S] product per head): 2*H*n_in^2. The pooler and classifier add 2*D^2 + 2*D*C. Embedding
+[1,S]x[S,S] product per head): 2*H*n_in^2. The pooler and classifier add 2*D^2 + 2*D*C; a span
+(QA) head instead projects every input position, restored ones included, to start/end: 2*D*2*S. Embedding
 lookups, LayerNorm, softmax and GELU are left out (a few percent at these shapes, identical in both
 models being compared). These are exactly the matrix products `torch.utils.flop_counter` counts.
 """
@@ -24,6 +25,8 @@ class EncoderShape:
     layers: int
     labels: int
     heads: int
+    head: str = "sequence"
+    """artifact.HEAD_CLASSES kind: "sequence" (pooler + classifier) or "span" (start/end at every position)."""
 
     @classmethod
     def from_hf(cls, config) -> EncoderShape:
@@ -32,8 +35,11 @@ class EncoderShape:
 
         fields = spec_for(config).fields
         get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
+        from onnx_tokprune.artifact import head_kind
+
         labels = get("num_labels") or len(get("id2label") or {}) or 2
-        return cls(*(fields.get(config, name) for name in ("hidden", "intermediate", "layers")), labels, fields.get(config, "heads"))
+        head = head_kind(get("architectures")) or "sequence"
+        return cls(*(fields.get(config, name) for name in ("hidden", "intermediate", "layers")), labels, fields.get(config, "heads"), head)
 
     def layer_flops(self, n_in, n_out, scoring=False):
         """FLOPs of one layer (module docstring); `scoring` may be a probability (expected FLOPs).
@@ -42,13 +48,16 @@ class EncoderShape:
         score = 0 if scoring is False or scoring is None else 2 * self.heads * n_in * n_in * scoring
         return 6 * n_in * d * d + 4 * n_in * n_in * d + 2 * n_out * d * d + 4 * n_out * d * i + score
 
-    def head_flops(self) -> float:
+    def head_flops(self, length=1):
+        """The head's FLOPs on an input of `length` tokens (module docstring)."""
+        if self.head == "span":
+            return 2 * self.hidden * 2 * length
         return 2 * self.hidden * self.hidden + 2 * self.hidden * self.labels
 
     def flops(self, length, kept: dict[int, float] | None = None):
         """FLOPs of one input of `length` tokens (a number or a tensor of lengths); `kept[l]` = tokens
         left after pruning layer l."""
-        total, n = self.head_flops(), length
+        total, n = self.head_flops(length), length
         for layer in range(self.layers):
             n_out = kept.get(layer, n) if kept else n
             total += self.layer_flops(n, n_out, scoring=bool(kept) and layer in kept)
@@ -60,7 +69,7 @@ class EncoderShape:
         layer l, with probability prob_l, keeps an expected fraction keep_l of the non-CLS tokens
         reaching it: `expected[l] = (keep_l, prob_l)` (numbers or tensors; the gradient flows through
         them). CLS is always kept; a layer that does not prune does not score."""
-        total, fraction = self.head_flops(), 1.0
+        total, fraction = self.head_flops(length), 1.0
         for layer in range(self.layers):
             n_in = (length - 1) * fraction + 1
             if layer in expected:

@@ -3,8 +3,8 @@
 For each batch size, examples are run in file order (batch 1 unpadded; larger batches ragged and
 right-padded the same way for both sides) and compared on:
 - per pruning layer, the fraction of rows whose kept set (original positions) is identical;
-- max |Δlogit| over all rows;
-- prediction (argmax) agreement.
+- max |Δlogit| over all rows (a span head: start and end logits at every non-padding position);
+- prediction agreement (argmax; a span head: the argmax start and end positions).
 The PyTorch drop mode is also compared with the mask mode (the papers' simulation).
 
 A row whose kept sets differ is *float-ambiguous*, not a mismatch, when at its first differing layer
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from onnx_tokprune.artifact import LOGITS_OUTPUT, kept_output_layer, kept_output_name, kept_outputs, original_positions
+from onnx_tokprune.artifact import HEADS, kept_output_layer, kept_output_name, kept_outputs, original_positions
 from onnx_tokprune.calibrate import within_margin
 from onnx_tokprune.config import LayerRule
 from onnx_tokprune.data.text import TextExample
@@ -131,8 +131,9 @@ def _ambiguous(rule: LayerRule, entering: np.ndarray, scores: np.ndarray, refere
 
 
 def _compare(name, batch_size, layers, left, right, decisions: _Decisions | None = None) -> Comparison:
-    """`left`/`right`: (logits [N,C], {layer name: list of position arrays per row}); `left` is the
-    reference whose scores `decisions` holds (None: every differing row is a mismatch)."""
+    """`left`/`right`: (logits per row, {layer name: list of position arrays per row}); `left` is the
+    reference whose scores `decisions` holds (None: every differing row is a mismatch). A row's logits
+    are [C] (sequence head) or [2, n] (span head: start and end at the row's n positions)."""
     rows = len(left[0])
     first_differing = {}
     for j, layer in enumerate(layers):
@@ -146,14 +147,14 @@ def _compare(name, batch_size, layers, left, right, decisions: _Decisions | None
             left[1][layers[j]][r], right[1][layers[j]][r],
         )
     )
-    diff = np.abs(left[0] - right[0]).max(axis=-1)
+    diff = np.array([np.abs(a - b).max() for a, b in zip(left[0], right[0])])
     clear = np.ones(rows, dtype=bool)
     clear[ambiguous] = False
     comp = Comparison(name, batch_size, rows, ambiguous_examples=ambiguous)
     if clear.any():
         comp.max_abs_logit_diff = float(diff[clear].max())
         comp.worst_example = int(np.flatnonzero(clear)[diff[clear].argmax()])
-    comp.prediction_agreement = float((left[0].argmax(-1) == right[0].argmax(-1)).mean())
+    comp.prediction_agreement = float(np.mean([np.array_equal(a.argmax(-1), b.argmax(-1)) for a, b in zip(left[0], right[0])]))
     for layer in layers:
         same = np.array([np.array_equal(a, b) for a, b in zip(left[1][layer], right[1][layer])], dtype=bool)
         comp.kept_agreement[layer] = float(np.mean(same))
@@ -162,20 +163,36 @@ def _compare(name, batch_size, layers, left, right, decisions: _Decisions | None
     return comp
 
 
+def _row_logits(outputs: Sequence[np.ndarray], mask: np.ndarray) -> list[np.ndarray]:
+    """Per row, the logits parity compares: [C] of a sequence head's `logits`, [2, n] of a span head's
+    (start, end) at the row's n non-padding positions."""
+    if len(outputs) == 1:
+        return list(outputs[0])
+    lengths = mask.sum(axis=1)
+    return [np.stack([o[r, :n] for o in outputs]) for r, n in enumerate(lengths)]
+
+
+def _torch_outputs(out, head: str) -> list[np.ndarray]:
+    return [out.logits.numpy()] if head == "sequence" else [out.start_logits.numpy(), out.end_logits.numpy()]
+
+
 def check_parity(
     encoder: PrunedEncoder,
     session: PrunedSession,
-    examples: Sequence[TextExample],
+    examples: Sequence[TextExample] | None,
     batch_sizes: Sequence[int] = (1, 8),
     atol: float = DEFAULT_ATOL,
     compare_mask_mode: bool = True,
     progress: bool = True,
+    rows: Sequence[tuple[list[int], list[int]]] | None = None,
 ) -> ParityReport:
-    """Compare `encoder` (drop mode) with the artifact `session` on `examples`; see module docstring."""
+    """Compare `encoder` (drop mode) with the artifact `session` on `examples` (or on token `rows`,
+    (input_ids, token_type_ids) each: a QA model's windows); see module docstring."""
     layers = [kept_output_name(layer) for layer in encoder.pruning_layers]
     rules = [encoder.config.rule_for(layer) for layer in encoder.pruning_layers] if encoder.config is not None else []
     masked = wrap(encoder.model, encoder.config, "mask") if compare_mask_mode and encoder.config is not None else None
-    rows = session.text_encoder.token_ids(examples)
+    rows = rows if rows is not None else session.text_encoder.token_ids(examples)
+    outputs = HEADS[encoder.head]
     captured: dict[int, np.ndarray] = {}
     previous_hook = encoder.score_hook
     encoder.score_hook = lambda index, score, mask: captured.__setitem__(index, score.detach().numpy().copy())
@@ -195,8 +212,8 @@ def check_parity(
                     mref = masked(*args) if masked is not None else None
                 raw = session.run(feeds)
                 ort_out = {**raw, **original_positions(raw)}
-                sides["torch"][0].append(ref.logits.numpy())
-                sides["ort"][0].append(ort_out[LOGITS_OUTPUT])
+                sides["torch"][0].extend(_row_logits(_torch_outputs(ref, encoder.head), feeds["attention_mask"]))
+                sides["ort"][0].extend(_row_logits([ort_out[name] for name in outputs], feeds["attention_mask"]))
                 # the tokens entering each pruning layer and their scores: the input's, then the previous
                 # pruning layer's kept tokens, packed to the left (drop mode), in their original order
                 entering = _present(feeds["attention_mask"])
@@ -208,10 +225,10 @@ def check_parity(
                     sides["torch"][1][name].extend(entering)
                     sides["ort"][1][name].extend(_drop_positions(ort_out[name]))
                 if mref is not None:
-                    sides["mask"][0].append(mref.logits.numpy())
+                    sides["mask"][0].extend(_row_logits(_torch_outputs(mref, encoder.head), feeds["attention_mask"]))
                     for name, kept in zip(layers, mref.kept):
                         sides["mask"][1][name].extend(_present(kept.numpy()))
-            joined = {k: (np.concatenate(v[0]), v[1]) for k, v in sides.items() if v[0]}
+            joined = {k: v for k, v in sides.items() if v[0]}
             comparisons.append(_compare("pytorch-drop vs onnxruntime", batch_size, layers, joined["torch"], joined["ort"], decisions))
             if "mask" in joined:
                 comparisons.append(_compare("pytorch-drop vs pytorch-mask", batch_size, layers, joined["torch"], joined["mask"], decisions))

@@ -184,19 +184,24 @@ def test_checkpoint_without_tokenizer_files_is_refused(texts, tmp_path):
 # --- 2. unsupported heads ----------------------------------------------------------------------------
 
 
-def test_question_answering_checkpoint_is_refused(tokenizer_source, texts, tmp_path):
-    from transformers import BertForQuestionAnswering
+def test_unsupported_heads_are_refused(tokenizer_source, texts, tmp_path):
+    """A token classifier has no head PrunedEncoder runs; a QA model runs in calibrate, export, parity
+    and eval but not in the classification trainers."""
+    from transformers import BertForQuestionAnswering, BertForTokenClassification
 
     torch.manual_seed(0)
-    qa = tmp_path / "qa"
-    BertForQuestionAnswering(_tiny_config()).save_pretrained(qa)
-    tokenizer_source.save_pretrained(qa)
-    (qa / "tokprune.json").write_text(json.dumps(TOP_CONFIG))
-    for name in ("calibrate", "export", "finetune", "ltp", "parity"):
-        out = tmp_path / name
-        command, args = _command(name, qa, out, texts, tmp_path)
-        assert_one_line_error(run(command, args), "BertForQuestionAnswering checkpoints are not supported", "ForSequenceClassification")
-        assert not out.exists()
+    cases = {"tagger": (BertForTokenClassification, ("calibrate", "export", "finetune", "ltp", "parity")),
+             "qa": (BertForQuestionAnswering, ("finetune", "ltp"))}
+    for folder, (model_class, commands) in cases.items():
+        checkpoint = tmp_path / folder
+        model_class(_tiny_config()).save_pretrained(checkpoint)
+        tokenizer_source.save_pretrained(checkpoint)
+        (checkpoint / "tokprune.json").write_text(json.dumps(TOP_CONFIG))
+        for name in commands:
+            out = tmp_path / f"{folder}-{name}"
+            command, args = _command(name, checkpoint, out, texts, tmp_path)
+            assert_one_line_error(run(command, args), f"{model_class.__name__} checkpoints are not supported", "ForSequenceClassification")
+            assert not out.exists()
 
 
 def test_bare_and_pretraining_checkpoints_get_a_new_head_only_where_allowed(tmp_path):

@@ -21,9 +21,9 @@ def _attribute(root: Any, path: str) -> Any:
 
 
 class EncoderAdapter:
-    """Shows `PrunedEncoder` the pieces of an HF sequence classifier. A subclass names where they are
-    (attribute paths) and writes what differs: `finish_layer` (output projection, residual LayerNorm,
-    feed-forward) and `head`, and `embed` where the embeddings are not BERT's."""
+    """Shows `PrunedEncoder` the pieces of an HF sequence classifier or QA model. A subclass names where
+    they are (attribute paths) and writes what differs: `finish_layer` (output projection, residual
+    LayerNorm, feed-forward) and `head`, and `embed` / `span_head` where they are not BERT's."""
 
     base_name = "bert"
     """The HF model's attribute holding the encoder."""
@@ -58,6 +58,11 @@ class EncoderAdapter:
 
     def head(self, hidden: Any) -> Any:
         raise NotImplementedError
+
+    def span_head(self, hidden: Any) -> Any:
+        """Start/end logits [B,S,2] of an HF *ForQuestionAnswering model from every position's final
+        hidden state (BERT, RoBERTa, XLM-R, ELECTRA and ALBERT: one `qa_outputs` projection)."""
+        return self.model.qa_outputs(hidden)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,10 @@ class DistilBertAdapter(EncoderAdapter):
         pooled = self.model.pre_classifier(hidden[:, 0]).relu()
         return self.model.classifier(self.model.dropout(pooled))
 
+    def span_head(self, hidden):
+        """DistilBertForQuestionAnswering: dropout, then the start/end projection."""
+        return self.model.qa_outputs(self.model.dropout(hidden))
+
 
 SPEC = ArchitectureSpec(
     model_type="distilbert",

@@ -215,7 +215,7 @@ def check_model_labels(scheme: LabelScheme, model_scheme: LabelScheme, where: st
         )
 
 
-def _load_table(path: Path, source: DataSource) -> datasets.Dataset:
+def load_table(path: Path, source: DataSource) -> datasets.Dataset:
     import datasets
     from datasets.utils import logging as ds_logging
 
@@ -325,7 +325,7 @@ def load_split(source: DataSource, file: str | Path | None, split: str, need_lab
             raise DataError(f"{path} not found: pass a .csv, .tsv, .json, .jsonl, .parquet or .txt file")
         if _plain_glue_or_text(path, source, need_labels):
             return Split(read_texts(path, limit=limit), None, path.name)
-        table, where = _load_table(path, source), str(path)
+        table, where = load_table(path, source), str(path)
     else:
         table, where = _load_hub(source, split), source.describe(None, split)
     if source.task is not None:

@@ -16,7 +16,7 @@ import onnx
 import torch
 
 from onnx_tokprune.architectures import spec_for
-from onnx_tokprune.artifact import PassRecord
+from onnx_tokprune.artifact import HEADS, PassRecord
 from onnx_tokprune.errors import PassError
 from onnx_tokprune.export.exporter import legacy_export
 from onnx_tokprune.export.passes import check_fusions, embed_layer_norm_fusion, run_ort_fuser
@@ -24,17 +24,21 @@ from onnx_tokprune.export.quantize import DEFAULT_INT8, Int8Setting, int8_settin
 
 
 class _Logits(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module, inputs: tuple[str, ...]) -> None:
+    """The HF model's outputs named by artifact.HEADS[head] (logits, or start_logits and end_logits)."""
+
+    def __init__(self, model: torch.nn.Module, inputs: tuple[str, ...], head: str) -> None:
         super().__init__()
         self.model = model
         self.inputs = inputs
+        self.outputs = HEADS[head]
 
     def forward(self, *args):
-        return self.model(**dict(zip(self.inputs, args))).logits
+        out = self.model(**dict(zip(self.inputs, args)))
+        return tuple(getattr(out, name) for name in self.outputs)
 
 
-def export_unpruned_optimized(hf_model: torch.nn.Module, opset: int = 17) -> tuple[onnx.ModelProto, list[PassRecord]]:
-    """Export an HF sequence classifier unpruned and apply onnxruntime's transformer fusions, then the
+def export_unpruned_optimized(hf_model: torch.nn.Module, opset: int = 17, head: str = "sequence") -> tuple[onnx.ModelProto, list[PassRecord]]:
+    """Export an HF sequence classifier (or, `head` "span", QA model) unpruned and apply onnxruntime's transformer fusions, then the
     embedding rule where onnxruntime's fuser left the embeddings (export.passes.embed_layer_norm_fusion:
     the strongest baseline). Raises PassError when the fusions fall short of the architecture's contract."""
     cfg = hf_model.config
@@ -42,7 +46,8 @@ def export_unpruned_optimized(hf_model: torch.nn.Module, opset: int = 17) -> tup
     previous = cfg._attn_implementation
     hf_model.set_attn_implementation("eager")  # the fuser matches the eager attention subgraph only
     try:
-        exported = legacy_export(_Logits(hf_model, spec.inputs).eval(), cfg.vocab_size, {"logits": {0: "batch"}}, opset, inputs=spec.inputs)
+        axes = {name: {0: "batch"} if head == "sequence" else {0: "batch", 1: "sequence"} for name in HEADS[head]}
+        exported = legacy_export(_Logits(hf_model, spec.inputs, head).eval(), cfg.vocab_size, axes, opset, inputs=spec.inputs)
     finally:
         hf_model.set_attn_implementation(previous)
     model, counts = run_ort_fuser(exported, spec, cfg)

@@ -13,7 +13,7 @@ import onnx
 import torch
 
 from onnx_tokprune.architectures import spec_for
-from onnx_tokprune.artifact import LOGITS_OUTPUT, MODEL_INPUTS, ExportInfo, Manifest, PassRecord, kept_output_name, write_artifact
+from onnx_tokprune.artifact import HEADS, MODEL_INPUTS, ExportInfo, Manifest, PassRecord, kept_output_name, write_artifact
 from onnx_tokprune.errors import ExportError
 from onnx_tokprune.export.op import add_scored_attention_function, add_token_prune_function
 from onnx_tokprune.export.quantize import DEFAULT_INT8
@@ -26,8 +26,9 @@ MAX_OPSET = 18
 
 
 class _Exportable(torch.nn.Module):
-    """Flattens PrunedOutput into (logits, kept_index_<l>...): each layer's raw TokenPrune kept_index
-    (positions in that layer's input); `artifact.original_positions` composes them."""
+    """Flattens PrunedOutput into (logits, kept_index_<l>...), a span head's (start_logits, end_logits,
+    kept_index_<l>...): each layer's raw TokenPrune kept_index (positions in that layer's input);
+    `artifact.original_positions` composes them."""
 
     def __init__(self, encoder: PrunedEncoder, inputs: tuple[str, ...]) -> None:
         super().__init__()
@@ -36,6 +37,8 @@ class _Exportable(torch.nn.Module):
 
     def forward(self, *args):
         out = self.encoder(**dict(zip(self.inputs, args)))
+        if self.encoder.head == "span":
+            return (out.start_logits, out.end_logits, *out.kept_index)
         return (out.logits, *out.kept_index)
 
 
@@ -81,7 +84,8 @@ def to_onnx(encoder: PrunedEncoder, opset: int = MIN_OPSET) -> onnx.ModelProto:
     if encoder.mode != "drop":
         raise ExportError("only drop mode is exported: mask mode keeps pruned tokens in the tensors")
     inputs = spec_for(encoder.model.config).inputs
-    axes = {LOGITS_OUTPUT: {0: "batch"}}
+    head_axes = {0: "batch"} if encoder.head == "sequence" else {0: "batch", 1: "sequence"}
+    axes = {name: head_axes for name in HEADS[encoder.head]}
     axes.update({kept_output_name(layer): {0: "batch", 1: f"kept_{layer}"} for layer in encoder.pruning_layers})
     custom = {OP_DOMAIN: OP_VERSION} if encoder.pruning_layers else None
     model = legacy_export(_Exportable(encoder, inputs).eval(), encoder.model.config.vocab_size, axes, opset, custom, inputs)
@@ -118,6 +122,7 @@ def manifest(
         },
         passes=tuple(passes),
         int8=int8,
+        head=encoder.head,
     )
     return Manifest(export=export, pruning=cfg)
 
@@ -148,7 +153,7 @@ def export_artifact(
     if optimize and encoder.config is None:
         from onnx_tokprune.export.baseline import export_unpruned_optimized, quantize_unpruned_optimized
 
-        model, reports = export_unpruned_optimized(encoder.model, opset)
+        model, reports = export_unpruned_optimized(encoder.model, opset, encoder.head)
         passes.extend(reports)
         if int8:
             model, int8_info = quantize_unpruned_optimized(model, int8_setting)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from onnx_tokprune.architectures import spec_for
+from onnx_tokprune.artifact import HEAD_CLASSES, head_kind
 from onnx_tokprune.config import CONFIG_NAME, PruneConfig
 from onnx_tokprune.errors import CheckpointError, first_line
 from onnx_tokprune.modeling.encoder import MODES, PrunedEncoder, PrunedOutput, kept_positions
@@ -78,10 +79,13 @@ def check_model_config(hf: dict, where: str) -> None:
             raise CheckpointError(f"{where}: {key} {problem}: the config does not describe the saved model; save the checkpoint again")
 
 
-def _head_problem(architectures: Any, head: str) -> str | None:
-    """Why a checkpoint's `architectures` cannot be used with `head`, or None."""
+def _head_problem(architectures: Any, head: str, kinds: tuple[str, ...] = ("sequence",)) -> str | None:
+    """Why a checkpoint's `architectures` cannot be used with `head` by a command that runs `kinds`, or None."""
     names = [a for a in architectures if isinstance(a, str)] if isinstance(architectures, list) else []
-    if not names or any(a.endswith("ForSequenceClassification") for a in names):
+    if not names:
+        return None
+    kind = head_kind(names)
+    if kind in kinds:
         return None
     arch = names[0]
     base = arch.endswith("Model") and "For" not in arch
@@ -92,12 +96,12 @@ def _head_problem(architectures: Any, head: str) -> str | None:
         return None
     if head == "trained" and base:
         return f"is a bare encoder ({arch}) without a classification head: fine-tune it first (tokprune-train finetune) or calibrate it (tokprune-calibrate adds a new head)"
-    supported = "a sequence classifier (*ForSequenceClassification)"
+    heads = " or ".join(f"a {'sequence classifier' if k == 'sequence' else 'question-answering model'} (*{HEAD_CLASSES[k]})" for k in kinds)
     if head == "if_missing":
-        supported += " or a bare encoder (e.g. BertModel, which gets a new head)"
+        heads += " or a bare encoder (e.g. BertModel, which gets a new head)"
     elif head == "new":
-        supported += ", a bare encoder (e.g. BertModel) or a pretraining checkpoint (*ForMaskedLM, *ForPreTraining)"
-    return f"{arch} checkpoints are not supported: this command takes {supported}"
+        heads += ", a bare encoder (e.g. BertModel) or a pretraining checkpoint (*ForMaskedLM, *ForPreTraining)"
+    return f"{arch} checkpoints are not supported: this command takes {heads}"
 
 
 def check_tokenizer_files(model_dir: str | os.PathLike, fast: bool = False) -> None:
@@ -113,10 +117,13 @@ def check_tokenizer_files(model_dir: str | os.PathLike, fast: bool = False) -> N
         )
 
 
-def check_checkpoint(path_or_name: str | os.PathLike, head: str = "trained", tokenizer: bool = True, local: bool = True) -> dict:
-    """Cheap checks before anything is loaded or written: the config, the head, the weights and
-    tokenizer files of a local directory (hub names, with `local=False`, are checked by loading
-    their config). Returns the config as a dict."""
+def check_checkpoint(
+    path_or_name: str | os.PathLike, head: str = "trained", tokenizer: bool = True, local: bool = True,
+    kinds: tuple[str, ...] = ("sequence",),
+) -> dict:
+    """Cheap checks before anything is loaded or written: the config, the head (one of the HEAD_KINDS
+    `kinds` the command runs), the weights and tokenizer files of a local directory (hub names, with
+    `local=False`, are checked by loading their config). Returns the config as a dict."""
     if head not in HEADS:
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")
     path = local_checkpoint(Path(path_or_name) if local else path_or_name)
@@ -130,7 +137,7 @@ def check_checkpoint(path_or_name: str | os.PathLike, head: str = "trained", tok
             raise CheckpointError(f"{path} has no weights file ({' or '.join(WEIGHTS_FILES[::2])}): it is not a complete checkpoint; save it again with save_pretrained")
         if tokenizer:
             check_tokenizer_files(path)
-    problem = _head_problem(hf.get("architectures"), head)
+    problem = _head_problem(hf.get("architectures"), head, kinds)
     if problem:
         raise CheckpointError(f"{where}: {problem}")
     return hf
@@ -184,38 +191,44 @@ def load_classifier(
     num_labels: int | None = None,
     id2label: dict[int, str] | None = None,
     local: bool = True,
+    kinds: tuple[str, ...] = ("sequence",),
 ):
-    """Load a sequence classifier (eval mode) after `check_checkpoint`; every loading failure (corrupt or
+    """Load a sequence classifier or span model (eval mode) after `check_checkpoint`; every loading failure (corrupt or
     missing weights, weights that do not match config.json, an unusable head) is one CheckpointError line.
 
     `head` (see HEADS): with "if_missing", `num_labels` sizes a new head for a bare encoder; with "new"
-    `num_labels` and `id2label` always apply. `local=False` also accepts hub names.
+    `num_labels` and `id2label` always apply. `local=False` also accepts hub names. `kinds`: the heads
+    (artifact.HEAD_CLASSES) the caller runs; a checkpoint of one of them loads as that kind, anything else as the
+    first (a new head where `head` allows it).
     """
     from safetensors import SafetensorError
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
 
-    hf = check_checkpoint(path_or_name, head, tokenizer=False, local=local)
+    hf = check_checkpoint(path_or_name, head, tokenizer=False, local=local, kinds=kinds)
     path = local_checkpoint(Path(path_or_name) if local else path_or_name)
     src = str(path) if path is not None else str(path_or_name)
     if num_labels is not None and num_labels < 1:
         raise CheckpointError(f"num_labels must be at least 1, got {num_labels}")
-    is_classifier = any(str(a).endswith("ForSequenceClassification") for a in hf.get("architectures") or [])
+    found = head_kind(hf.get("architectures"))
+    kind = found if found in kinds else kinds[0]
+    new_head = head == "new" or (head == "if_missing" and found != kind)
+    loader = AutoModelForQuestionAnswering if kind == "span" else AutoModelForSequenceClassification
     kwargs: dict[str, Any] = {}
-    if head == "new" or (head == "if_missing" and not is_classifier):
+    if new_head and kind == "sequence":
         if id2label:
             kwargs.update(id2label=dict(id2label), label2id={v: k for k, v in id2label.items()})
         if num_labels is not None:
             kwargs["num_labels"] = num_labels
     with _quiet_loading():
         try:
-            model, info = AutoModelForSequenceClassification.from_pretrained(
+            model, info = loader.from_pretrained(
                 src, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
             )
         except SafetensorError as e:
             raise CheckpointError(f"{_weights_file(path)} is truncated or corrupt ({first_line(e)}): save the checkpoint again") from None
         except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
             raise CheckpointError(f"{src} cannot be loaded: {first_line(e)}; save the checkpoint again") from None
-    _check_loading_info(model, info, src, _weights_file(path), new_head_ok=head == "new" or (head == "if_missing" and not is_classifier))
+    _check_loading_info(model, info, src, _weights_file(path), new_head_ok=new_head)
     return model.eval()
 
 
@@ -250,6 +263,12 @@ def _check_loading_info(model, info: dict, src: str, weights: str, new_head_ok: 
         )
 
 
+def load_span_model(path_or_name: str | os.PathLike, head: str = "trained", local: bool = True):
+    """Load an extractive QA model (AutoModelForQuestionAnswering, eval mode); with head "new" any
+    encoder checkpoint, its span head newly initialised (fine-tuning)."""
+    return load_classifier(path_or_name, head, local=local, kinds=("span",))
+
+
 def load_tokenizer(path_or_name: str | os.PathLike, local: bool = True):
     """AutoTokenizer of a checkpoint (hub names with `local=False`); a directory without tokenizer
     files, or files that fail to load, give one CheckpointError line."""
@@ -270,28 +289,31 @@ def load_tokenizer(path_or_name: str | os.PathLike, local: bool = True):
 
 
 def wrap(model, config: PruneConfig | None, mode: str = "drop", **kwargs) -> PrunedEncoder:
-    """Wrap a loaded HF sequence classifier into a PrunedEncoder (eval mode)."""
+    """Wrap a loaded HF sequence classifier or QA model into a PrunedEncoder (eval mode)."""
     adapter = spec_for(model.config).adapter(model)
-    return PrunedEncoder(adapter, config, mode, **kwargs).eval()
+    kind = head_kind([type(model).__name__]) or "sequence"
+    return PrunedEncoder(adapter, config, mode, head=kind, **kwargs).eval()
 
 
 def load_pruned(
-    model_dir: str | os.PathLike, mode: str = "drop", require_config: bool = True, num_labels: int | None = None
+    model_dir: str | os.PathLike, mode: str = "drop", require_config: bool = True, num_labels: int | None = None,
+    kinds: tuple[str, ...] = ("sequence",),
 ) -> PrunedEncoder:
     """Load `model_dir` (HF checkpoint + tokprune.json) as a PrunedEncoder; `num_labels` gives a bare
-    encoder a new head."""
-    hf = check_checkpoint(model_dir, "trained" if num_labels is None else "if_missing", tokenizer=False)
+    encoder a new head; `kinds`: the heads (artifact.HEAD_CLASSES) the caller runs."""
+    hf = check_checkpoint(model_dir, "trained" if num_labels is None else "if_missing", tokenizer=False, kinds=kinds)
     config = None
     if require_config or (Path(model_dir) / CONFIG_NAME).is_file():
         fields = spec_for(hf).fields
         positions = fields.get(hf, "max_positions")
         positions = positions if type(positions) is int and positions > 0 else None
         config = PruneConfig.load(model_dir, num_hidden_layers=fields.get(hf, "layers"), max_positions=positions)
-    model = load_classifier(model_dir, "trained" if num_labels is None else "if_missing", num_labels=num_labels)
+    model = load_classifier(model_dir, "trained" if num_labels is None else "if_missing", num_labels=num_labels, kinds=kinds)
     return wrap(model, config, mode)
 
 
 __all__ = [
     "CheckpointError", "MODES", "PrunedEncoder", "PrunedOutput", "check_checkpoint", "check_tokenizer_files",
-    "kept_positions", "load_classifier", "load_pruned", "load_tokenizer", "local_checkpoint", "read_model_type", "wrap",
+    "head_kind", "kept_positions", "load_classifier", "load_pruned", "load_span_model", "load_tokenizer", "local_checkpoint",
+    "read_model_type", "wrap",
 ]

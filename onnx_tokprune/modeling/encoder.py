@@ -10,6 +10,13 @@ Each pruning layer holds one decision object (onnx_tokprune.decisions); the mode
 - ``gate``: ToP's training stage (rank_bins rule): `forward(..., gates={layer: (bin_gates [B],
   layer_gate [])})` takes hard-concrete samples; a token's output is multiplied by its bin's gate and a
   token whose value is exactly 0 is masked from then on, so with 0/1 gates this is mask mode.
+
+A span head (extractive QA, `head="span"`) needs every position's last hidden state. Restore (LAT's
+drop-and-restore, docs/design.md §7): a token removed at layer l keeps the hidden state it entered
+layer l with, and the final sequence is rebuilt at full input length before the head: before each
+pruning layer and after the last layer, the present tokens' states are scattered into a [B,S+1,D]
+buffer at their original positions (column S takes padding's writes and is cut off). Mask mode keeps
+the same buffer, so drop and mask still compute the same thing.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ MODES = ("drop", "mask", "soft", "gate")
 
 class PrunedOutput(NamedTuple):
     logits: torch.Tensor
+    """Sequence head: [B,C]; span head: [B,S,2], start and end logits at every input position."""
     kept: tuple[torch.Tensor, ...]
     """Per pruning layer, [B,S] over the input positions, in every mode: 1 where the token is still
     present after that layer, 0 where it was removed there or earlier (padding 0); for the soft
@@ -41,6 +49,14 @@ class PrunedOutput(NamedTuple):
     scores: dict[int, torch.Tensor] | None = None
     """Importance score [B,S] per pruning or observed layer (mask, soft and gate modes)."""
 
+    @property
+    def start_logits(self) -> torch.Tensor:
+        return self.logits[..., 0]
+
+    @property
+    def end_logits(self) -> torch.Tensor:
+        return self.logits[..., 1]
+
 
 def kept_positions(kept: torch.Tensor) -> list[list[int]]:
     """Per row of a PrunedOutput.kept entry, the input positions still present, ascending."""
@@ -48,7 +64,7 @@ def kept_positions(kept: torch.Tensor) -> list[list[int]]:
 
 
 class PrunedEncoder(nn.Module):
-    """Sequence classifier with token pruning after the configured layers."""
+    """Sequence classifier or span (QA) model with token pruning after the configured layers."""
 
     def __init__(
         self,
@@ -57,10 +73,14 @@ class PrunedEncoder(nn.Module):
         mode: str = "drop",
         temperature: float = 1e-3,
         observe_layers: tuple[int, ...] = (),
+        head: str = "sequence",
     ) -> None:
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if head not in ("sequence", "span"):
+            raise ValueError(f"head must be sequence or span, got {head!r}")
+        self.head = head
         self.observe_layers = tuple(observe_layers)
         self.temperature = temperature
         self.adapter = adapter
@@ -103,8 +123,13 @@ class PrunedEncoder(nn.Module):
         rows = mask_rows(mask, hidden.dtype)
         bias = mask_bias(rows)
         exporting = torch.onnx.is_in_onnx_export()
+        restored = hidden.new_zeros(hidden.shape[0], input_ids.shape[1] + 1, hidden.shape[2]) if self.head == "span" else None
         for index in range(self.num_layers):
+            if restored is not None and self.decision(index) is not None:
+                restored = _restore(restored, hidden, positions)
             hidden, mask, positions, record, raw = self._layer(index, hidden, mask, rows, bias, positions)
+            if restored is not None and raw is None and self.decision(index) is not None:
+                positions = torch.where(mask == 1, positions, torch.full_like(positions, -1))
             if raw is not None or (record is not None and self.mode in ("mask", "gate")):
                 rows = mask_rows(mask, hidden.dtype)
                 bias = mask_bias(rows)
@@ -115,7 +140,10 @@ class PrunedEncoder(nn.Module):
             if record is not None and not exporting:
                 kept.append(record)
         scores = None if self.mode == "drop" else self._scores
-        return PrunedOutput(self.adapter.head(hidden), tuple(kept), tuple(kept_index), scores)
+        if restored is None:
+            return PrunedOutput(self.adapter.head(hidden), tuple(kept), tuple(kept_index), scores)
+        hidden = _restore(restored, hidden, positions)[:, :-1]
+        return PrunedOutput(self.adapter.span_head(hidden), tuple(kept), tuple(kept_index), scores)
 
     def _layer(self, index, hidden, mask, rows, bias, positions):
         batch = hidden.shape[0]
@@ -171,6 +199,13 @@ class PrunedEncoder(nn.Module):
     def thresholds(self) -> dict[int, float]:
         """Current threshold per pruning layer (the learned values in soft mode)."""
         return {int(layer): float(d.threshold.detach()) for layer, d in self.decisions.items() if hasattr(d, "threshold")}
+
+
+def _restore(restored: torch.Tensor, hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """`restored` [B,S+1,D] with each present token's `hidden` [B,K,D] row written at its original
+    position (`positions` [B,K]; -1, padding or a removed token, writes to the last column)."""
+    slot = torch.where(positions >= 0, positions, torch.full_like(positions, restored.shape[1] - 1))
+    return restored.scatter(1, slot.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]), hidden)
 
 
 def _present(positions: torch.Tensor, length: int, dtype: torch.dtype) -> torch.Tensor:

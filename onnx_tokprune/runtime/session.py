@@ -4,6 +4,8 @@
 from onnx_tokprune.runtime import open_artifact
 session = open_artifact("out/minilm_sst2_cal50-onnx")
 session.classify(["a charming and often affecting journey"])   # [{'label': ..., 'score': ...}]
+qa = open_artifact("out/minilm_squad_cal-onnx")                   # a span (QA) artifact
+qa.answer(["Who won?"], ["The Broncos won the game."])            # [{'answer': 'The Broncos', 'score': ..., 'start': 0, 'end': 11}]
 ```
 
 The compiled TokenPrune kernel (`tokprune build-kernel`) is registered when it is found
@@ -23,9 +25,9 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from onnx_tokprune.artifact import LOGITS_OUTPUT, MODEL_INPUTS, Manifest, read_artifact
+from onnx_tokprune.artifact import HEADS, LOGITS_OUTPUT, MODEL_INPUTS, SPAN_OUTPUTS, Manifest, read_artifact
 from onnx_tokprune.data.text import TextExample
-from onnx_tokprune.errors import ArtifactError, first_line
+from onnx_tokprune.errors import ArtifactError, InvalidTextError, first_line
 from onnx_tokprune.runtime.cpus import available_cpus
 from onnx_tokprune.runtime.kernel import KERNEL_ENV, find_kernel
 from onnx_tokprune.runtime.text_encoder import TextEncoder, position_limit
@@ -89,10 +91,12 @@ class PrunedSession:
             raise ArtifactError(f"{model_file} cannot be loaded: {_short(e)}; re-export it (tokprune-export)") from None
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
-        if "input_ids" not in self.input_names or not set(self.input_names) <= set(MODEL_INPUTS) or LOGITS_OUTPUT not in self.output_names:
+        self.head = self.manifest.export.head
+        wanted = HEADS[self.head]
+        if "input_ids" not in self.input_names or not set(self.input_names) <= set(MODEL_INPUTS) or not set(wanted) <= set(self.output_names):
             raise ArtifactError(
                 f"{model_file} is not a tokprune graph: it takes {self.input_names} and gives {self.output_names}, "
-                f"not {'/'.join(MODEL_INPUTS)} -> {LOGITS_OUTPUT}: pass a directory written by tokprune-export"
+                f"not {'/'.join(MODEL_INPUTS)} -> {', '.join(wanted)}: pass a directory written by tokprune-export"
             )
         try:
             tokenizer = Tokenizer.from_file(str(self.artifact.tokenizer_file))
@@ -116,6 +120,7 @@ class PrunedSession:
         return dict(zip(names, values))
 
     def logits(self, examples: Sequence[TextExample], batch_size: int = 8) -> np.ndarray:
+        self._need("sequence", "classify text")
         out = [
             self.run(self.text_encoder(examples[i : i + batch_size]), [LOGITS_OUTPUT])[LOGITS_OUTPUT]
             for i in range(0, len(examples), batch_size)
@@ -132,6 +137,44 @@ class PrunedSession:
         probs /= probs.sum(-1, keepdims=True)
         best = probs.argmax(-1)
         return [{"label": self.id2label.get(int(b), str(int(b))), "score": float(p[b])} for b, p in zip(best, probs)]
+
+    def _need(self, head: str, what: str) -> None:
+        if self.head != head:
+            use = "answer(questions, contexts)" if self.head == "span" else "classify(texts)"
+            raise ArtifactError(f"{self.path} is a {self.head} model and cannot {what}: use {use}")
+
+    def span_logits(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(start, end) logits [B,S] of a padded batch (a span artifact)."""
+        self._need("span", "give span logits")
+        out = self.run(feeds, list(SPAN_OUTPUTS))
+        return out[SPAN_OUTPUTS[0]], out[SPAN_OUTPUTS[1]]
+
+    def windows(self, max_length: int | None = None, stride: int | None = None):
+        """The QA windowing (runtime.qa.QAWindows) with this artifact's tokenizer and recorded window."""
+        from onnx_tokprune.runtime.qa import QAWindows, window_settings
+
+        self._need("span", "answer questions")
+        tokenizer = Tokenizer.from_file(str(self.artifact.tokenizer_file))
+        return QAWindows(tokenizer, *window_settings(self.artifact.hf_config, max_length, stride))
+
+    def answer(self, questions: Sequence[str], contexts: Sequence[str], batch_size: int = 8) -> list[dict[str, float | str | int]]:
+        """The best answer span per (question, context): its text, score (start + end logit) and
+        character offsets in the context; long contexts are read in overlapping windows."""
+        from onnx_tokprune.runtime.qa import spans
+
+        if len(questions) != len(contexts):
+            raise InvalidTextError(f"{len(questions)} question(s) but {len(contexts)} context(s): pass one context per question")
+        windows = self.windows()
+        encoded = windows.encode(questions, contexts)
+        starts, ends = [], []
+        for at in range(0, len(encoded), batch_size):
+            start, end = self.span_logits(windows.pad(encoded[at : at + batch_size]))
+            starts.extend(start)
+            ends.extend(end)
+        return [
+            {"answer": s.text, "score": s.score, "start": s.start_char, "end": s.end_char}
+            for s in spans(encoded, starts, ends, contexts)
+        ]
 
 
 def _short(error: BaseException, limit: int = 200) -> str:
