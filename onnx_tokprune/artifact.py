@@ -43,6 +43,8 @@ SPAN_OUTPUTS = ("start_logits", "end_logits")
 """A span (question-answering) graph's outputs in place of `logits`: [B,S] at every input position."""
 HEADS = {"sequence": (LOGITS_OUTPUT,), "span": SPAN_OUTPUTS}
 """The graph outputs before the kept_index ones, per head kind (the manifest's export.head)."""
+CLS_ONLY_PASS = "cls_only_last_layer"
+"""The export pass that runs the last layer for the CLS row only (PrunedEncoder cls_only)."""
 HEAD_CLASSES = {"sequence": "ForSequenceClassification", "span": "ForQuestionAnswering"}
 """The head kinds PrunedEncoder runs, by the suffix of the Hugging Face class: "sequence"
 (classification logits from the CLS row) and "span" (extractive QA: start/end logits at every
@@ -144,6 +146,11 @@ class ExportInfo:
     """The INT8 setting and quantization counts of an INT8 export (export.quantize), else None."""
     head: str = "sequence"
     """The head kind (HEADS): "sequence" classification logits, or "span" start/end logits."""
+
+    @property
+    def cls_only_last(self) -> bool:
+        """Whether the graph's last layer runs for the CLS row only (the CLS_ONLY_PASS fired)."""
+        return any(p.name == CLS_ONLY_PASS and p.counts for p in self.passes)
 
     def describe(self) -> str:
         """"pruning layers [1, 3]; ort_transformer_fusions: Attention 4, ..." for reports."""

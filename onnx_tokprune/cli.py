@@ -278,9 +278,10 @@ def calibrate_command(model, source, data_file, output, keep, target_flops, rule
     help="portable: 7-bit weights, the same logits on every x86-64 CPU; vnni: 8-bit weights, correct only on CPUs with AVX-VNNI/AVX512-VNNI.",
 )
 @click.option("--optimize", is_flag=True, help="Apply onnxruntime's transformer fusions (Attention on every layer that does not score, SkipLayerNormalization, BiasGelu, EmbedLayerNormalization) held to the architecture's fused-op counts; the counts go in the manifest.")
+@click.option("--cls-only", is_flag=True, help="Run the last layer for the CLS row only (sequence classifiers whose last layer does not prune; exact); the pass and its count go in the manifest.")
 @click.option("--force", is_flag=True, help="Replace --output if it exists.")
 @user_errors
-def export_command(model, opset, output, unpruned, int8, int8_setting, optimize, force):
+def export_command(model, opset, output, unpruned, int8, int8_setting, optimize, cls_only, force):
     """Export a pruned checkpoint to an ONNX artifact whose TokenPrune nodes remove tokens."""
     from onnx_tokprune.export.exporter import check_opset, export_artifact
     from onnx_tokprune.modeling import check_checkpoint, check_tokenizer_files, load_pruned, wrap
@@ -295,7 +296,7 @@ def export_command(model, opset, output, unpruned, int8, int8_setting, optimize,
         encoder = wrap(encoder.model, None, "drop")
     if int8_setting != "portable" and not int8:
         raise click.BadParameter("only applies with --int8", param_hint="--int8-setting")
-    export = export_artifact(encoder, model, output, opset, force, int8=int8, optimize=optimize, int8_setting=int8_setting).export
+    export = export_artifact(encoder, model, output, opset, force, int8=int8, optimize=optimize, int8_setting=int8_setting, cls_only=cls_only).export
     click.echo(f"wrote {output}: opset {opset}, {export.token_prune_nodes} TokenPrune node(s) at layers {list(export.pruning_layers)}")
     for done in export.passes:
         click.echo(f"  pass {done.name}: {done.describe()}")
@@ -344,6 +345,8 @@ def parity_command(model, artifact, source, data_file, samples, batch_sizes, ato
     if not span:
         session.text_encoder.token_ids(examples)
     encoder = load_pruned(model, "drop", kinds=BOTH_HEADS)
+    if session.manifest.export.cls_only_last:
+        encoder.cls_only = True  # the artifact's CLS-only last layer; mask mode keeps the full layer
     result = check_parity(encoder, session, examples, sizes, atol, rows=rows)
     click.echo(result.table())
     if report:
@@ -357,7 +360,7 @@ def parity_command(model, artifact, source, data_file, samples, batch_sizes, ato
 @click.option("--artifact", required=True, type=click.Path(), help="Pruned fp32 artifact directory (tokprune-export).")
 @_data_options("bench")
 @click.option("--model", "checkpoint", type=click.Path(), help="The artifact's checkpoint (default: the one its manifest names).")
-@click.option("--samples", type=int, default=200, show_default=True, help="Sentences per file.")
+@click.option("--samples", type=int, default=200, show_default=True, help="Sentences (a QA artifact: questions) per file.")
 @click.option("--threads", type=int, default=2, show_default=True, help="Intra-op threads (onnxruntime and PyTorch).")
 @click.option("--repeats", type=int, default=5, show_default=True, help="Runs per input (median taken).")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Batch of the throughput measurement.")
@@ -378,7 +381,13 @@ def bench_command(artifact, source, data_files, checkpoint, samples, threads, re
     kernel_library = _kernel_choice(kernel)
     output = Path(output or f"{str(artifact).rstrip('/')}-bench")
     check_output_dir(output, force)
-    if data_files:
+    from onnx_tokprune.artifact import read_artifact
+
+    found = read_artifact(artifact)
+    if found.manifest.export.head == "span":
+        data = [(Path(f).stem if f else source.describe(None, "validation"), _qa_rows(artifact, found.hf_config, source, f, "validation", samples))
+                for f in (data_files or [None])]
+    elif data_files:
         data = [(Path(f).parent.name or Path(f).stem, _texts(source, f, "validation", samples)) for f in data_files]
     else:
         data = [(source.describe(None, "validation"), _texts(source, None, "validation", samples))]
@@ -751,10 +760,11 @@ EVAL_MODES = ("drop", "mask")
 @click.option("--artifact", type=click.Path(), help="Also evaluate this artifact beside the checkpoint.")
 @_data_options("eval")
 @click.option("--modes", default="drop,mask", show_default=True, help="PyTorch modes for a checkpoint: drop and/or mask, comma-separated.")
+@click.option("--cls-only", is_flag=True, help="A checkpoint's last layer for the CLS row only, as `tokprune-export --cls-only` (an artifact's manifest says itself).")
 @click.option("--json", "json_out", type=click.Path(), help="Also write the results as JSON here.")
 @_kernel_option
 @user_errors
-def eval_command(model, artifact, source, data_file, metric, modes, json_out, kernel):
+def eval_command(model, artifact, source, data_file, metric, modes, cls_only, json_out, kernel):
     """Metric on the whole evaluation data, kept tokens per layer, analytic and counted FLOPs, relative FLOPs."""
     from onnx_tokprune.artifact import MODEL_FILE, head_kind
     from onnx_tokprune.data.source import load_split
@@ -790,7 +800,7 @@ def eval_command(model, artifact, source, data_file, metric, modes, json_out, ke
         return loaded[0]
 
     if model_session is None:
-        results = evaluate_checkpoint(model, split, tuple(mode_list), metric)
+        results = evaluate_checkpoint(model, split, tuple(mode_list), metric, cls_only=cls_only)
     else:
         results = [evaluate_artifact(model_session, split(), metric)]
     if artifact_session is not None:

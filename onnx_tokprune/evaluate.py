@@ -10,6 +10,7 @@ The two must agree; relative FLOPs = pruned / unpruned analytic FLOPs on the sam
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -56,7 +57,7 @@ def _labels(split: Split, config) -> tuple[LabelScheme, np.ndarray]:
 
 def _result(name, scheme, metric, source, logits, labels, lengths, kept, shape, counted=None) -> EvalResult:
     analytic = [shape.flops(n, k) for n, k in zip(lengths, kept)]
-    unpruned = sum(shape.flops(n) for n in lengths)
+    unpruned = sum(dataclasses.replace(shape, cls_only_last=False).flops(n) for n in lengths)
     layers = sorted({layer for k in kept for layer in k})
     return EvalResult(
         task=name,
@@ -75,24 +76,31 @@ def _result(name, scheme, metric, source, logits, labels, lengths, kept, shape, 
 
 def evaluate_checkpoint(
     model_dir: str | os.PathLike, split: Split | Callable[[], Split], modes=("drop", "mask"), metric: str | None = None,
-    progress: bool = True,
+    progress: bool = True, cls_only: bool = False,
 ) -> list[EvalResult]:
     """Evaluate a checkpoint dir (with or without tokprune.json) on `split` in the given PyTorch modes;
     `metric` overrides the main metric. `split` may be a function that loads it: it is then called
-    after the model is loaded, so a broken checkpoint is reported before a data problem."""
+    after the model is loaded, so a broken checkpoint is reported before a data problem. `cls_only`:
+    the CLS-only last layer (PrunedEncoder), counted in the FLOPs too."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from onnx_tokprune.modeling import load_pruned, wrap
 
     encoder = load_pruned(model_dir, "drop", require_config=False)
+    if cls_only:
+        from onnx_tokprune.errors import CheckpointError
+
+        if encoder.cls_only_refusal():
+            raise CheckpointError(f"{model_dir}: the CLS-only last layer does not apply: {encoder.cls_only_refusal()}")
+        encoder.cls_only = True
     text_encoder = TextEncoder.from_dir(model_dir)
     split = split() if callable(split) else split
     scheme, labels = _labels(split, encoder.model.config)
     rows = text_encoder.token_ids(split.examples)
-    shape = EncoderShape.from_hf(encoder.model.config)
+    shape = EncoderShape.from_hf(encoder.model.config, cls_only)
     results = []
     for mode in modes if encoder.config is not None else ("drop",):
-        model = encoder if mode == "drop" else wrap(encoder.model, encoder.config, mode)
+        model = encoder if mode == "drop" else wrap(encoder.model, encoder.config, mode, cls_only=cls_only)
         logits, kept, lengths = [], [], []
         counter = FlopCounterMode(display=False) if mode == "drop" else None
         with torch.no_grad(), counter if counter is not None else nullcontext():
@@ -117,7 +125,7 @@ def evaluate_artifact(
     session = artifact if isinstance(artifact, PrunedSession) else PrunedSession(artifact, kernel_library=kernel_library)
     scheme, labels = _labels(split, session.artifact.hf_config)
     rows = session.text_encoder.token_ids(split.examples)
-    shape = EncoderShape.from_hf(session.artifact.hf_config)
+    shape = EncoderShape.from_hf(session.artifact.hf_config, session.manifest.export.cls_only_last)
     logits, kept, lengths = [], [], []
     for row in tqdm(rows, desc=f"eval {split.name} onnxruntime", disable=not progress):
         out = session.run(session.text_encoder.pad([row]))

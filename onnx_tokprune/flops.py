@@ -7,7 +7,9 @@ tokens leave before the output projection and the FFN) costs, in FLOPs (2 per mu
 
 A pruning layer also scores its tokens (the kept-row sum of the attention probabilities, one
 [1,S]x[S,S] product per head): 2*H*n_in^2. The pooler and classifier add 2*D^2 + 2*D*C; a span
-(QA) head instead projects every input position, restored ones included, to start/end: 2*D*2*S. Embedding
+(QA) head instead projects every input position, restored ones included, to start/end: 2*D*2*S.
+A CLS-only last layer (`cls_only_last`) projects the query of one row and keys and values of all n:
+2*D^2*(1 + 2n) + 4*n*D + 2*D^2 + 4*D*I. Embedding
 lookups, LayerNorm, softmax and GELU are left out (a few percent at these shapes, identical in both
 models being compared). These are exactly the matrix products `torch.utils.flop_counter` counts.
 """
@@ -27,9 +29,11 @@ class EncoderShape:
     heads: int
     head: str = "sequence"
     """artifact.HEAD_CLASSES kind: "sequence" (pooler + classifier) or "span" (start/end at every position)."""
+    cls_only_last: bool = False
+    """The last layer runs for the CLS row only (module docstring)."""
 
     @classmethod
-    def from_hf(cls, config) -> EncoderShape:
+    def from_hf(cls, config, cls_only_last: bool = False) -> EncoderShape:
         """The shape of an HF config (object or config.json dict), read through its architecture's field names."""
         from onnx_tokprune.architectures import spec_for
 
@@ -39,7 +43,7 @@ class EncoderShape:
 
         labels = get("num_labels") or len(get("id2label") or {}) or 2
         head = head_kind(get("architectures")) or "sequence"
-        return cls(*(fields.get(config, name) for name in ("hidden", "intermediate", "layers")), labels, fields.get(config, "heads"), head)
+        return cls(*(fields.get(config, name) for name in ("hidden", "intermediate", "layers")), labels, fields.get(config, "heads"), head, cls_only_last)
 
     def layer_flops(self, n_in, n_out, scoring=False):
         """FLOPs of one layer (module docstring); `scoring` may be a probability (expected FLOPs).
@@ -59,6 +63,10 @@ class EncoderShape:
         left after pruning layer l."""
         total, n = self.head_flops(length), length
         for layer in range(self.layers):
+            if self.cls_only_last and layer == self.layers - 1:
+                d = self.hidden
+                total += 2 * d * d * (1 + 2 * n) + 4 * n * d + 2 * d * d + 4 * d * self.intermediate
+                break
             n_out = kept.get(layer, n) if kept else n
             total += self.layer_flops(n, n_out, scoring=bool(kept) and layer in kept)
             n = n_out

@@ -115,17 +115,18 @@ class ArchitectureSpec:
     check: Callable[[Any, str], None] | None = None
     """Raises CheckpointError (naming `where`) for a config of this model_type the adapter cannot run."""
 
-    def expected_fusions(self, config: Any, scoring_layers: tuple[int, ...] = ()) -> dict[str, int]:
+    def expected_fusions(self, config: Any, scoring_layers: tuple[int, ...] = (), cls_only_last: bool = False) -> dict[str, int]:
         """The op counts a fully optimized graph of a model with this HF config holds: Attention on
         every layer that does not score (a scoring layer is one ScoredAttention node), both residual
         LayerNorms of every layer as SkipLayerNormalization (a plain layer 0 stays unfused where
         `layer0_attention_fuses` says so), every FFN's bias + GELU as BiasGelu or
-        FastGelu (GELU_FUSIONS), the embeddings as one EmbedLayerNormalization where they fuse."""
+        FastGelu (GELU_FUSIONS), the embeddings as one EmbedLayerNormalization where they fuse. A
+        CLS-only last layer (one query row) has no Attention node."""
         num_layers = self.fields.get(config, "layers")
         scoring = len(set(scoring_layers))
         unfused = 0 if 0 in scoring_layers or self.layer0_attention_fuses(config) else 1
         counts = {
-            "Attention": num_layers - scoring - unfused,
+            "Attention": num_layers - scoring - unfused - int(cls_only_last),
             "SkipLayerNormalization": 2 * num_layers,
             "EmbedLayerNormalization": 1 if self.embeddings_fuse else 0,
         }

@@ -36,7 +36,7 @@ import onnx
 import onnxruntime as ort
 
 from onnx_tokprune.architectures import spec_for
-from onnx_tokprune.artifact import LOGITS_OUTPUT, kept_counts, read_artifact
+from onnx_tokprune.artifact import HEADS, kept_counts, read_artifact
 from onnx_tokprune.bench.timing import ISA_FLAGS, Feeds, Runner, cpu_model, cut, isa_flags, oracle_feeds, timed_chunks
 from onnx_tokprune.data.text import TextExample
 from onnx_tokprune.errors import ArtifactError
@@ -108,7 +108,7 @@ def _ort_runner(name: str, model: onnx.ModelProto, threads: int, kernel: str | N
     return Runner(name, run)
 
 
-def _torch_runner(hf_model, threads: int) -> Runner:
+def _torch_runner(hf_model, threads: int, head: str) -> Runner:
     import torch
 
     torch.set_num_threads(threads)
@@ -116,8 +116,8 @@ def _torch_runner(hf_model, threads: int) -> Runner:
 
     def run(feeds: Feeds) -> dict[str, np.ndarray]:
         with torch.inference_mode():
-            logits = hf_model(**{k: torch.from_numpy(feeds[k]) for k in inputs}).logits
-        return {LOGITS_OUTPUT: logits.numpy()}
+            out = hf_model(**{k: torch.from_numpy(feeds[k]) for k in inputs})
+        return {name: getattr(out, name).numpy() for name in HEADS[head]}
 
     return Runner("pytorch eager", run)
 
@@ -148,9 +148,10 @@ def build_variants(
     if not checkpoint or not (Path(checkpoint) / "config.json").is_file():
         raise ArtifactError(f"checkpoint {checkpoint!r} of {artifact} not found: pass it with --model")
 
-    hf_model = load_classifier(checkpoint)
-    eager = _torch_runner(hf_model, threads)
-    fused, _ = export_unpruned_optimized(hf_model)
+    head = session.head
+    hf_model = load_classifier(checkpoint, kinds=(head,))
+    eager = _torch_runner(hf_model, threads, head)
+    fused, _ = export_unpruned_optimized(hf_model, head=head)
     pruned = onnx.load(str(session.artifact.model_file))
     pruned_int8, _ = to_int8(pruned)
     runners = {
@@ -172,15 +173,18 @@ def bench_data(
     repeats: int = 5,
     batch_size: int = 8,
     progress: bool = True,
+    pruned_shape: EncoderShape | None = None,
 ) -> DataResult:
-    """Time every variant on `rows` (token ids) at batch 1 and `batch_size` (see module docstring)."""
+    """Time every variant on `rows` (token ids) at batch 1 and `batch_size` (see module docstring);
+    `pruned_shape`: the pruned graphs' shape where it differs (a CLS-only last layer)."""
     lengths = [len(r[0]) for r in rows]
     singles = [pad([row]) for row in rows]
     base_flops = [shape.flops(n) for n in lengths]
     ort_names = [name for name in runners if name != "pytorch eager"]
     # kept tokens (hence FLOPs and the oracle's length) from one untimed run of each onnxruntime
     # variant; PyTorch eager is the unpruned model
-    flops = {name: [shape.flops(n, kept_counts(runners[name].run(f))) for n, f in zip(lengths, singles)] for name in ort_names}
+    shapes = {name: pruned_shape or shape if name in ORACLE_OF else shape for name in ort_names}
+    flops = {name: [shapes[name].flops(n, kept_counts(runners[name].run(f))) for n, f in zip(lengths, singles)] for name in ort_names}
     flops["pytorch eager"] = base_flops
     jobs = {name: [(runners[name], f) for f in singles] for name in ort_names}
     for name, base in ORACLE_OF.items():
@@ -238,7 +242,7 @@ def bench_data(
 
 def run_bench(
     artifact: str | os.PathLike,
-    data: Sequence[tuple[str, Sequence[TextExample]]],
+    data: Sequence[tuple[str, Sequence[TextExample] | Sequence[tuple[list[int], list[int]]]]],
     checkpoint: str | os.PathLike | None = None,
     threads: int = 2,
     repeats: int = 5,
@@ -246,14 +250,16 @@ def run_bench(
     kernel_library: KernelChoice = None,
     progress: bool = True,
 ) -> BenchReport:
-    """Build the variants once, then `bench_data` on each (name, examples)."""
+    """Build the variants once, then `bench_data` on each (name, examples or token rows: (input_ids,
+    token_type_ids) each, e.g. a QA model's windows)."""
     import torch
 
     runners, checkpoint, token_prune = build_variants(artifact, checkpoint, threads, kernel_library)
     found = read_artifact(artifact)  # build_variants opened it: only its files are read here
     encoder, shape = TextEncoder.from_dir(artifact), EncoderShape.from_hf(found.hf_config)
+    pruned_shape = EncoderShape.from_hf(found.hf_config, found.manifest.export.cls_only_last)
     results = [
-        bench_data(runners, shape, encoder.token_ids(examples), encoder.pad, name, repeats, batch_size, progress=progress)
+        bench_data(runners, shape, _rows(encoder, examples), encoder.pad, name, repeats, batch_size, progress=progress, pruned_shape=pruned_shape)
         for name, examples in data
     ]
     return BenchReport(
@@ -261,6 +267,12 @@ def run_bench(
         isa=isa_flags(), onnxruntime=ort.__version__, torch=torch.__version__, token_prune=token_prune, results=results,
         pruned_graph=found.manifest.export.describe(),
     )
+
+
+def _rows(encoder: TextEncoder, examples) -> list[tuple[list[int], list[int]]]:
+    if all(isinstance(e, TextExample) for e in examples):
+        return encoder.token_ids(examples)
+    return [(list(ids), list(types)) for ids, types in examples]
 
 
 def environment_line(report: BenchReport) -> str:

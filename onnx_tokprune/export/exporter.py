@@ -13,7 +13,7 @@ import onnx
 import torch
 
 from onnx_tokprune.architectures import spec_for
-from onnx_tokprune.artifact import HEADS, MODEL_INPUTS, ExportInfo, Manifest, PassRecord, kept_output_name, write_artifact
+from onnx_tokprune.artifact import CLS_ONLY_PASS, HEADS, MODEL_INPUTS, ExportInfo, Manifest, PassRecord, kept_output_name, write_artifact
 from onnx_tokprune.errors import ExportError
 from onnx_tokprune.export.op import add_scored_attention_function, add_token_prune_function
 from onnx_tokprune.export.quantize import DEFAULT_INT8
@@ -136,6 +136,7 @@ def export_artifact(
     int8: bool = False,
     optimize: bool = False,
     int8_setting: str = DEFAULT_INT8,
+    cls_only: bool = False,
 ) -> Manifest:
     """Write an artifact dir atomically (artifact.write_artifact) and return its manifest.
 
@@ -145,12 +146,19 @@ def export_artifact(
     itself and fully fused (export.baseline: Attention included), the baseline a practitioner would deploy.
     `int8`: dynamic INT8 quantization of the weight MatMul/Gemm nodes (export.quantize.to_int8) with
     `int8_setting` (export.quantize.INT8_SETTINGS: "portable" is correct on every x86-64 CPU).
+    `cls_only`: the CLS_ONLY_PASS (PrunedEncoder cls_only), recorded with its count, or with the reason
+    it refused (a span head, a last layer that prunes).
     """
     check_output_dir(Path(output), force)
     passes: list[PassRecord] = []
     int8_info = None
     hf = encoder.model.config
-    if optimize and encoder.config is None:
+    if cls_only:
+        refusal = encoder.cls_only_refusal()
+        passes.append(PassRecord(CLS_ONLY_PASS, {} if refusal else {"cls_only_layers": 1}, (refusal,) if refusal else ()))
+        if not refusal:
+            encoder = PrunedEncoder(encoder.adapter, encoder.config, "drop", head=encoder.head, cls_only=True).eval()
+    if optimize and encoder.config is None and not encoder.cls_only:
         from onnx_tokprune.export.baseline import export_unpruned_optimized, quantize_unpruned_optimized
 
         model, reports = export_unpruned_optimized(encoder.model, opset, encoder.head)
@@ -162,7 +170,7 @@ def export_artifact(
         if optimize:
             from onnx_tokprune.export.passes import optimize_pruned
 
-            model, reports = optimize_pruned(model, hf, encoder.pruning_layers)
+            model, reports = optimize_pruned(model, hf, encoder.pruning_layers, encoder.cls_only)
             passes.extend(reports)
         if int8:
             from onnx_tokprune.export.quantize import to_int8

@@ -68,11 +68,11 @@ def ort_transformer_fusions(model: onnx.ModelProto, hf_config: Any) -> tuple[onn
     return fused, PassRecord("ort_transformer_fusions", counts)
 
 
-def check_fusions(model: onnx.ModelProto, hf_config: Any, scoring_layers: tuple[int, ...] = ()) -> dict[str, int]:
+def check_fusions(model: onnx.ModelProto, hf_config: Any, scoring_layers: tuple[int, ...] = (), cls_only_last: bool = False) -> dict[str, int]:
     """PassError naming the first fused op of the architecture's contract (spec.expected_fusions)
     that the graph holds fewer of than expected; returns the expected counts."""
     spec = spec_for(hf_config)
-    expected = spec.expected_fusions(hf_config, tuple(scoring_layers))
+    expected = spec.expected_fusions(hf_config, tuple(scoring_layers), cls_only_last)
     found = Counter(n.op_type for n in model.graph.node)
     for op, want in expected.items():
         if found[op] < want:
@@ -195,10 +195,12 @@ def embed_layer_norm_fusion(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Pa
     return apply_rule([rule.rule() for rule in EMBEDDING_RULES], model, "embed_layer_norm_fusion", "EmbedLayerNormalization")
 
 
-def optimize_pruned(model: onnx.ModelProto, hf_config: Any, scoring_layers: tuple[int, ...]) -> tuple[onnx.ModelProto, list[PassRecord]]:
+def optimize_pruned(
+    model: onnx.ModelProto, hf_config: Any, scoring_layers: tuple[int, ...], cls_only_last: bool = False
+) -> tuple[onnx.ModelProto, list[PassRecord]]:
     """`tokprune-export --optimize` on a pruned graph: onnxruntime's fusions, then the embedding rule,
     then the architecture's fusion contract (check_fusions)."""
     fused, fusions = ort_transformer_fusions(model, hf_config)
     fused, embed = embed_layer_norm_fusion(fused)
-    check_fusions(fused, hf_config, scoring_layers)
+    check_fusions(fused, hf_config, scoring_layers, cls_only_last)
     return fused, [fusions, embed]

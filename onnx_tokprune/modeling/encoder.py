@@ -17,6 +17,11 @@ layer l with, and the final sequence is rebuilt at full input length before the 
 pruning layer and after the last layer, the present tokens' states are scattered into a [B,S+1,D]
 buffer at their original positions (column S takes padding's writes and is cut off). Mask mode keeps
 the same buffer, so drop and mask still compute the same thing.
+
+CLS-only last layer (`cls_only=True`, sequence head, docs/design.md §7): the head reads only the CLS
+row, so the last layer projects the query of that row alone, attends over every present key, and
+runs the output projection and FFN on that one row. Exact (the logits are those of the full layer);
+it applies when the last layer does not itself prune (`cls_only_applies`).
 """
 
 from __future__ import annotations
@@ -74,6 +79,7 @@ class PrunedEncoder(nn.Module):
         temperature: float = 1e-3,
         observe_layers: tuple[int, ...] = (),
         head: str = "sequence",
+        cls_only: bool = False,
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -96,6 +102,19 @@ class PrunedEncoder(nn.Module):
         self.score_hook: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None
         """Called as hook(layer, score, mask) at each pruning layer before it decides (calibration)."""
         self.decisions = build_decisions(config, mode, temperature)
+        self.cls_only = cls_only
+        if cls_only and self.cls_only_refusal():
+            raise ValueError(self.cls_only_refusal())
+
+    def cls_only_refusal(self) -> str | None:
+        """Why the CLS-only last layer cannot apply to this model, or None."""
+        if self.head != "sequence":
+            return f"a {self.head} head reads every position, not only CLS"
+        if self.decision(self.num_layers - 1) is not None:
+            return f"the last layer ({self.num_layers - 1}) prunes: its scores need every query row"
+        if self.num_layers - 1 in self.observe_layers:
+            return "the last layer's scores are observed"
+        return None
 
     @property
     def pruning_layers(self) -> tuple[int, ...]:
@@ -127,6 +146,9 @@ class PrunedEncoder(nn.Module):
         for index in range(self.num_layers):
             if restored is not None and self.decision(index) is not None:
                 restored = _restore(restored, hidden, positions)
+            if self.cls_only and index == self.num_layers - 1:
+                hidden = self._cls_layer(index, hidden, bias)
+                continue
             hidden, mask, positions, record, raw = self._layer(index, hidden, mask, rows, bias, positions)
             if restored is not None and raw is None and self.decision(index) is not None:
                 positions = torch.where(mask == 1, positions, torch.full_like(positions, -1))
@@ -195,6 +217,20 @@ class PrunedEncoder(nn.Module):
             mask = decision.keep(score, mask).long()
             record = mask.to(hidden.dtype)
         return self.adapter.finish_layer(index, context, hidden), mask, positions, record, raw
+
+    def _cls_layer(self, index: int, hidden: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """The CLS-only last layer: [B,S,D] in, [B,1,D] out (the CLS row of the full layer's output)."""
+        batch = hidden.shape[0]
+        query, key, value = self.adapter.attention_projections(index)
+
+        def heads(x: torch.Tensor) -> torch.Tensor:
+            return x.view(batch, -1, self.num_heads, self.head_dim).transpose(1, 2)
+
+        cls = hidden[:, :1]
+        logits = torch.matmul(heads(query(cls)), heads(key(hidden)).transpose(-1, -2)) / math.sqrt(self.head_dim) + bias
+        probs = self.adapter.attention_dropout(index)(torch.softmax(logits, dim=-1))
+        context = torch.matmul(probs, heads(value(hidden))).transpose(1, 2).reshape(batch, 1, self.num_heads * self.head_dim)
+        return self.adapter.finish_layer(index, context, cls)
 
     def thresholds(self) -> dict[int, float]:
         """Current threshold per pruning layer (the learned values in soft mode)."""
