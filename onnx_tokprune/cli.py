@@ -388,7 +388,10 @@ def bench_command(artifact, source, data_files, checkpoint, samples, threads, re
         data = [(Path(f).stem if f else source.describe(None, "validation"), _qa_rows(artifact, found.hf_config, source, f, "validation", samples))
                 for f in (data_files or [None])]
     elif data_files:
-        data = [(Path(f).parent.name or Path(f).stem, _texts(source, f, "validation", samples)) for f in data_files]
+        names = [Path(f).parent.name or Path(f).stem for f in data_files]
+        if len(set(names)) < len(names):  # files of one directory: named by file
+            names = [Path(f).stem for f in data_files]
+        data = [(name, _texts(source, f, "validation", samples)) for name, f in zip(names, data_files)]
     else:
         data = [(source.describe(None, "validation"), _texts(source, None, "validation", samples))]
     report = run_bench(artifact, data, checkpoint, threads, repeats, batch_size, kernel_library)
@@ -761,10 +764,11 @@ EVAL_MODES = ("drop", "mask")
 @_data_options("eval")
 @click.option("--modes", default="drop,mask", show_default=True, help="PyTorch modes for a checkpoint: drop and/or mask, comma-separated.")
 @click.option("--cls-only", is_flag=True, help="A checkpoint's last layer for the CLS row only, as `tokprune-export --cls-only` (an artifact's manifest says itself).")
+@click.option("--protect-question", is_flag=True, help="A QA checkpoint's pruning keeps every token outside the context (question, CLS, SEP); PyTorch only, to measure what pruning the question costs.")
 @click.option("--json", "json_out", type=click.Path(), help="Also write the results as JSON here.")
 @_kernel_option
 @user_errors
-def eval_command(model, artifact, source, data_file, metric, modes, cls_only, json_out, kernel):
+def eval_command(model, artifact, source, data_file, metric, modes, cls_only, protect_question, json_out, kernel):
     """Metric on the whole evaluation data, kept tokens per layer, analytic and counted FLOPs, relative FLOPs."""
     from onnx_tokprune.artifact import MODEL_FILE, head_kind
     from onnx_tokprune.data.source import load_split
@@ -789,8 +793,10 @@ def eval_command(model, artifact, source, data_file, metric, modes, cls_only, js
         span = model_session.head == "span"
     if artifact_session is not None and (artifact_session.head == "span") != span:
         raise click.ClickException(f"{model} and {artifact} have different heads: pass the artifact exported from the checkpoint")
+    if protect_question and (not span or model_session is not None):
+        raise click.UsageError("--protect-question applies to a QA checkpoint (PyTorch), not to an artifact or a classifier")
     if span:
-        return _eval_qa(model, model_session, artifact_session, source, data_file, mode_list, json_out)
+        return _eval_qa(model, model_session, artifact_session, source, data_file, mode_list, json_out, protect_question)
     loaded = []
 
     def split():
@@ -815,7 +821,7 @@ def eval_command(model, artifact, source, data_file, metric, modes, cls_only, js
         _write_json(json_out, [r.to_json() for r in results])
 
 
-def _eval_qa(model, model_session, artifact_session, source, data_file, modes, json_out) -> None:
+def _eval_qa(model, model_session, artifact_session, source, data_file, modes, json_out, protect_question: bool = False) -> None:
     """tokprune-eval of a span (QA) checkpoint and/or artifact: SQuAD exact match and F1 per source,
     and how many questions get the same answer span as PyTorch's drop mode."""
     from onnx_tokprune.data.squad import load_qa
@@ -825,7 +831,7 @@ def _eval_qa(model, model_session, artifact_session, source, data_file, modes, j
         return load_qa(data_file, source.dataset, source.dataset_config, "validation")
 
     if model_session is None:
-        results = evaluate_qa_checkpoint(model, split, modes=tuple(modes))
+        results = evaluate_qa_checkpoint(model, split, modes=tuple(modes), protect_question=protect_question)
     else:
         results = [evaluate_qa_artifact(model_session, split())]
     if artifact_session is not None:

@@ -176,18 +176,19 @@ class QAEvalResult:
 
 
 def evaluate_qa(
-    run: Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray, dict[int, float]]], source: str, split, windows,
+    run: Callable[..., tuple[np.ndarray, np.ndarray, dict[int, float]]], source: str, split, windows,
     shape: EncoderShape, progress: bool = True, counter=None,
 ) -> QAEvalResult:
-    """Run every window of `split` (data.squad.QASplit) alone (batch 1, no padding) through `run(feeds)`
-    -> (start [1,S], end [1,S], tokens kept per pruning layer) and score the best spans (runtime.qa)."""
+    """Run every window of `split` (data.squad.QASplit) alone (batch 1, no padding) through
+    `run(feeds, window)` -> (start [1,S], end [1,S], tokens kept per pruning layer) and score the best
+    spans (runtime.qa)."""
     from onnx_tokprune.runtime.qa import spans, squad_scores
 
     encoded = windows.encode(split.questions, split.contexts)
     starts, ends, kept, lengths = [], [], [], []
     with counter if counter is not None else nullcontext():
         for window in tqdm(encoded, desc=f"eval QA {source}", disable=not progress):
-            start, end, counts = run(windows.pad([window]))
+            start, end, counts = run(windows.pad([window]), window)
             starts.append(start[0])
             ends.append(end[0])
             kept.append(counts)
@@ -207,10 +208,13 @@ def evaluate_qa(
     )
 
 
-def evaluate_qa_checkpoint(model_dir: str | os.PathLike, split, windows=None, modes=("drop", "mask"), progress: bool = True) -> list[QAEvalResult]:
+def evaluate_qa_checkpoint(
+    model_dir: str | os.PathLike, split, windows=None, modes=("drop", "mask"), progress: bool = True, protect_question: bool = False,
+) -> list[QAEvalResult]:
     """A span checkpoint (with or without tokprune.json) in the given PyTorch modes; `split` may be a
     function that loads it (called after the model loads). `windows`: runtime.qa.QAWindows, by default
-    the checkpoint's recorded window."""
+    the checkpoint's recorded window. `protect_question`: every decision keeps the question's tokens
+    (and CLS, SEP: all but the context; PrunedEncoder `protected`, PyTorch only)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from onnx_tokprune.modeling import load_pruned, wrap
@@ -228,15 +232,17 @@ def evaluate_qa_checkpoint(model_dir: str | os.PathLike, split, windows=None, mo
     for mode in modes if encoder.config is not None else ("drop",):
         model = encoder if mode == "drop" else wrap(encoder.model, encoder.config, mode)
 
-        def run(feeds, model=model):
+        def run(feeds, window, model=model):
             tensors = {k: torch.from_numpy(v) for k, v in feeds.items()}
+            protected = torch.tensor([[not inside for inside in window.in_context]]) if protect_question else None
             with torch.no_grad():
-                out = model(tensors["input_ids"], tensors["attention_mask"], tensors["token_type_ids"])
+                out = model(tensors["input_ids"], tensors["attention_mask"], tensors["token_type_ids"], protected=protected)
             counts = {layer: float(k.sum()) for layer, k in zip(model.pruning_layers, out.kept)}
             return out.start_logits.numpy(), out.end_logits.numpy(), counts
 
         counter = FlopCounterMode(display=False) if mode == "drop" else None
-        results.append(evaluate_qa(run, f"pytorch-{mode}", split, windows, shape, progress, counter))
+        source = f"pytorch-{mode}" + (" question kept" if protect_question else "")
+        results.append(evaluate_qa(run, source, split, windows, shape, progress, counter))
     return results
 
 
@@ -244,7 +250,7 @@ def evaluate_qa_artifact(session: PrunedSession, split, windows=None, progress: 
     """A span artifact in onnxruntime (batch 1 per window; kept tokens from its kept_index outputs)."""
     windows = windows or session.windows()
 
-    def run(feeds):
+    def run(feeds, window):
         out = session.run(feeds)
         return out["start_logits"], out["end_logits"], kept_counts(out)
 

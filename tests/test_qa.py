@@ -12,12 +12,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import RAGGED_LENGTHS, assert_one_line_error, make_session, minilm_path, prune_configs, ragged_batch
+from conftest import RAGGED_LENGTHS, assert_one_line_error, make_session, minilm_path, prune_configs, ragged_batch, small_squad
 from onnx_tokprune.config import LayerRule, PruneConfig
 from onnx_tokprune.modeling import wrap
-
-SQUAD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "squad" / "dev-v1.1.json"
-
 
 def tiny_qa(layers: int = 4, positions: int = 512):
     from transformers import BertConfig, BertForQuestionAnswering
@@ -199,22 +196,7 @@ def test_squad_file_reading_and_the_fixed_article_split(tmp_path):
 @pytest.fixture(scope="module")
 def squad_small(tmp_path_factory) -> Path:
     """The first 12 questions of the real SQuAD v1.1 evaluation articles, in SQuAD format."""
-    if not SQUAD.is_file():
-        pytest.skip("needs ../shared/data/squad/dev-v1.1.json")
-    from onnx_tokprune.data.squad import split_articles
-
-    data = split_articles(json.loads(SQUAD.read_text(encoding="utf-8")), "eval")
-    article = data["data"][0]
-    paragraphs, left = [], 12
-    for paragraph in article["paragraphs"]:
-        qas = paragraph["qas"][:left]
-        paragraphs.append({**paragraph, "qas": qas})
-        left -= len(qas)
-        if not left:
-            break
-    path = tmp_path_factory.mktemp("squad") / "small.json"
-    path.write_text(json.dumps({"version": "1.1", "data": [{**article, "paragraphs": paragraphs}]}))
-    return path
+    return small_squad(tmp_path_factory.mktemp("squad") / "small.json", 12)
 
 
 @pytest.fixture(scope="module")
@@ -302,3 +284,20 @@ def test_finetune_qa_learns_on_real_squad_text(squad_small, tmp_path):
     assert json.loads((out / "config.json").read_text())["tokprune_qa"] == {"max_length": 80, "stride": 20}
     assert type(load_span_model(out)).__name__ == "BertForQuestionAnswering"
 
+
+
+def test_protected_question_tokens_are_kept_in_drop_and_mask_mode():
+    model = tiny_qa()
+    config = static("threshold", "length", [LayerRule(1, threshold=0.05), LayerRule(2, threshold=0.06)])
+    batch = ragged_batch([20, 9, 30], seed=2)
+    protected = torch.zeros_like(batch[1], dtype=torch.bool)
+    protected[:, :6] = True  # the "question"
+    with torch.no_grad():
+        dropped = wrap(model, config, "drop")(*batch, protected=protected)
+        masked = wrap(model, config, "mask")(*batch, protected=protected)
+        plain = wrap(model, config, "drop")(*batch)
+    for kept in (*dropped.kept, *masked.kept):
+        assert bool((kept[:, :6] == 1).all())
+    assert not all(bool((k[:, :6] == 1).all()) for k in plain.kept)  # without protection some question tokens go
+    valid = batch[1].bool()
+    torch.testing.assert_close(dropped.logits[valid], masked.logits[valid], atol=1e-5, rtol=0)

@@ -40,6 +40,9 @@ from onnx_tokprune.scored_attention import mask_bias, mask_rows, scored_attentio
 from onnx_tokprune.scoring import importance_score
 
 MODES = ("drop", "mask", "soft", "gate")
+PROTECT_BONUS = 1e4
+"""Added to a protected token's score before a decision: above every threshold and every other score
+(scores are at most max_positions / normaliser length)."""
 
 
 class PrunedOutput(NamedTuple):
@@ -129,9 +132,14 @@ class PrunedEncoder(nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
         gates: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None,
+        protected: torch.Tensor | None = None,
     ) -> PrunedOutput:
-        """`gates`: per pruning layer, the inputs of its soft decision for this forward (ToP's gate samples)."""
+        """`gates`: per pruning layer, the inputs of its soft decision for this forward (ToP's gate samples).
+        `protected` ([B,S] bool, drop and mask modes, PyTorch only: the artifact has no such input):
+        tokens whose score is raised by PROTECT_BONUS, e.g. a question's: the threshold rule keeps them
+        all, the rank rules rank them first (within their budget)."""
         self._gates = gates or {}
+        self._protected = None if protected is None else (protected.bool() & (attention_mask > 0))
         mask = attention_mask.long()
         hidden = self.adapter.embed(input_ids, token_type_ids)
         positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(mask)
@@ -207,8 +215,13 @@ class PrunedEncoder(nn.Module):
             weight = decision.weight(score, mask, self._gates.get(index))
             out = self.adapter.finish_layer(index, context, hidden) * weight.unsqueeze(-1).to(hidden.dtype)
             return out, mask * (weight > 0).long() if decision.masks_zeros else mask, positions, weight, raw
+        if self._protected is not None:
+            score = score + self._protected.to(score.dtype) * PROTECT_BONUS
         if self.mode == "drop":
             pruned = decision.prune(torch.cat([context, hidden], dim=-1), score, mask)
+            if self._protected is not None:
+                kept_protected = torch.gather(self._protected, 1, pruned.kept_index.clamp(min=0))
+                self._protected = kept_protected & (pruned.kept_index >= 0)
             context, hidden = pruned.hidden[..., :width], pruned.hidden[..., width:]
             mask, raw = pruned.mask, pruned.kept_index
             taken = torch.gather(positions, 1, pruned.kept_index.clamp(min=0))
