@@ -301,3 +301,24 @@ def test_protected_question_tokens_are_kept_in_drop_and_mask_mode():
     assert not all(bool((k[:, :6] == 1).all()) for k in plain.kept)  # without protection some question tokens go
     valid = batch[1].bool()
     torch.testing.assert_close(dropped.logits[valid], masked.logits[valid], atol=1e-5, rtol=0)
+
+
+def test_hub_squad_goes_through_the_same_reader(monkeypatch):
+    """`--dataset squad` (online) reads the hub's split into the same QASplit as the local file."""
+    import datasets
+
+    from onnx_tokprune.data.squad import load_qa
+
+    seen = {}
+
+    def fake_load(name, config=None, split=None):
+        seen.update(name=name, config=config, split=split)
+        return datasets.Dataset.from_dict({
+            "id": ["a"], "title": ["T"], "context": ["Denver won."], "question": ["Who won?"],
+            "answers": [{"text": ["Denver"], "answer_start": [0]}],
+        })
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    split = load_qa(None, "squad", None, "validation")
+    assert seen == {"name": "squad", "config": None, "split": "validation"}
+    assert split.questions == ["Who won?"] and split.answer_texts() == [["Denver"]] and split.name == "squad:validation"

