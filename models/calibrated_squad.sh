@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Training-free threshold pruning of the SQuAD MiniLM-L6 (models/finetune_minilm_squad.json) at a
+# Training-free threshold pruning of the SQuAD MiniLM-L6 (models/finetune-qa_minilm_squad.json) at a
 # relative-FLOPs target (default 0.5), calibrated on 256 questions of the training articles
 # (their windows: 256 tokens, stride 128, as recorded in the checkpoint), layers 1-4, linear schedule.
 set -euo pipefail

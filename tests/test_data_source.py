@@ -205,9 +205,9 @@ def test_a_hub_dataset_by_name_and_config(monkeypatch):
 
 
 def test_every_recipe_names_options_of_its_command():
-    """models/*.json: each key is an option of the command the file name says (finetune_, ltp_, top_)."""
+    """models/*.json: each key is an option of the command the file name says (finetune_, finetune-qa_, ltp_, top_)."""
     recipes = sorted((Path(__file__).resolve().parents[1] / "models").glob("*.json"))
-    commands = {"finetune": cli.finetune_command, "ltp": cli.ltp_command, "top": cli.top_command}
+    commands = {"finetune": cli.finetune_command, "finetune-qa": cli.finetune_qa_command, "ltp": cli.ltp_command, "top": cli.top_command}
     assert recipes
     for path in recipes:
         command = commands[path.stem.split("_")[0]]

