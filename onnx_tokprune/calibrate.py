@@ -150,13 +150,17 @@ def _collect_scores(encoder, text_encoder, rows, layer, batch_size) -> np.ndarra
     return np.concatenate(found)
 
 
-def settle_thresholds(model, config: PruneConfig, text_encoder: TextEncoder, examples, batch_size: int = 32) -> tuple[PruneConfig, dict[int, tuple[float, float]]]:
-    """Trained thresholds with calibration's margin: a threshold that some score on `examples` sits
-    within DECISION_RTOL of moves to the nearest gap wide enough (threshold_with_margin at the fraction
-    it keeps now). Returns the config and {layer: (old, new)} for the thresholds that moved."""
+def settle_thresholds(
+    model, config: PruneConfig, text_encoder: TextEncoder, examples=None, batch_size: int = 32,
+    rows: Sequence[tuple[list[int], list[int]]] | None = None,
+) -> tuple[PruneConfig, dict[int, tuple[float, float]]]:
+    """Trained thresholds with calibration's margin: a threshold that some score on `examples` (or
+    token `rows`) sits within DECISION_RTOL of moves to the nearest gap wide enough
+    (threshold_with_margin at the fraction it keeps now). Returns the config and {layer: (old, new)}
+    for the thresholds that moved."""
     if config.rule != "threshold":
         return config, {}
-    rows = text_encoder.token_ids(examples)
+    rows = rows if rows is not None else text_encoder.token_ids(examples)
     settled: list[LayerRule] = []
     moved: dict[int, tuple[float, float]] = {}
     for rule in config.layers:

@@ -543,6 +543,33 @@ def finetune_qa_command(model, train_file, validation_file, dataset, dataset_con
     click.echo(f"wrote {output}; validation ({len(data.validation)} questions): exact match {metrics['exact_match']:.2f}, F1 {metrics['f1']:.2f}")
 
 
+def _stride_option(func):
+    return click.option("--stride", type=int, help="Span (QA) models: tokens shared by neighbouring windows (default: the model's recorded stride).")(func)
+
+
+def _pruning_data(model, source, train_file, validation_file, problem_type, metric, max_length, stride):
+    """(training data, fine-tuned checkpoint's config) of `tokprune-train ltp|top`: a sequence
+    classifier trains on labelled texts; a span (QA) model on QA data (SQuAD-format files or a hub
+    QA --dataset), in windows of its recorded length unless --max-length / --stride say otherwise."""
+    from onnx_tokprune.artifact import head_kind
+    from onnx_tokprune.modeling import check_checkpoint
+
+    hf = check_checkpoint(model, "trained", kinds=BOTH_HEADS)
+    if head_kind(hf.get("architectures")) != "span":
+        if stride is not None:
+            raise click.UsageError(f"--stride is for span (QA) models; {model} is a sequence classifier")
+        return _training_input(source, train_file, validation_file, problem_type, metric), hf
+    if source.task is not None or problem_type is not None or metric is not None:
+        raise click.UsageError(f"{model} is a span (QA) model: give QA data (--train-file/--validation-file in SQuAD format, or --dataset squad), not --task, --problem-type or --metric")
+    given = click.get_current_context().get_parameter_source("max_length") != click.core.ParameterSource.DEFAULT
+    return _qa_data(train_file, validation_file, source.dataset, source.dataset_config, max_length if given else None, stride, hf), hf
+
+
+def _metric_line(metrics: dict[str, float], span: bool) -> str:
+    """Dev metrics as percentages (QA scores already are)."""
+    return ", ".join(f"{k} {(v if span else 100 * v):.2f}" for k, v in metrics.items())
+
+
 @train_group.command("ltp")
 @click.option("--model", required=True, type=click.Path(), help="Fine-tuned checkpoint directory for the task.")
 @click.option("--lambda", "lam", type=float, default=0.15, show_default=True, help="Weight of the soft-mask regulariser.")
@@ -554,16 +581,17 @@ def finetune_qa_command(model, train_file, validation_file, dataset, dataset_con
 @click.option("--soft-lr", type=float, default=2e-5, show_default=True)
 @click.option("--hard-epochs", type=float, default=1.0, show_default=True)
 @click.option("--hard-lr", type=float, default=1e-5, show_default=True)
+@_stride_option
 @_train_options
 @user_errors
-def ltp_command(model, source, train_file, validation_file, problem_type, metric, output, max_train_samples, max_length, batch_size, seed, force, lam, temperature, threshold_lr, final_threshold, init_flops, soft_epochs, soft_lr, hard_epochs, hard_lr):
-    """Learned Token Pruning: soft thresholds, then a hard stage; writes a checkpoint with tokprune.json."""
-    from onnx_tokprune.modeling import check_checkpoint
+def ltp_command(model, source, train_file, validation_file, problem_type, metric, output, max_train_samples, max_length, batch_size, seed, force, lam, temperature, threshold_lr, final_threshold, init_flops, soft_epochs, soft_lr, hard_epochs, hard_lr, stride):
+    """Learned Token Pruning: soft thresholds, then a hard stage; writes a checkpoint with tokprune.json.
+    A span (QA) model trains with the span loss on QA data (removed tokens restored for its head)."""
     from onnx_tokprune.training.common import TrainSettings
     from onnx_tokprune.training.ltp import LTPSettings, train_ltp
+    from onnx_tokprune.training.qa import QAData
 
-    data = _training_input(source, train_file, validation_file, problem_type, metric)
-    check_checkpoint(model, "trained")
+    data, _ = _pruning_data(model, source, train_file, validation_file, problem_type, metric, max_length, stride)
     check_output_dir(Path(output), force)
     settings = LTPSettings(
         lam=lam, temperature=temperature, threshold_lr=threshold_lr, final_threshold=final_threshold, init_flops=init_flops,
@@ -573,7 +601,7 @@ def ltp_command(model, source, train_file, validation_file, problem_type, metric
     settings.check()
     config, metrics = train_ltp(model, data, output, settings, max_train_samples, max_length, force)
     thresholds = ", ".join(f"L{r.layer}: {r.threshold:.4g}" for r in config.layers)
-    click.echo(f"wrote {output}; thresholds {thresholds}; dev (drop mode): " + ", ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items()))
+    click.echo(f"wrote {output}; thresholds {thresholds}; dev (drop mode): " + _metric_line(metrics, isinstance(data, QAData)))
 
 
 @train_group.command("top")
@@ -592,18 +620,19 @@ def ltp_command(model, source, train_file, validation_file, problem_type, metric
 @click.option("--match-samples", type=int, default=1024, show_default=True, help="Training inputs on which the binarised gates are matched to the FLOPs target (0 = off).")
 @click.option("--hard-epochs", type=float, default=0.0, show_default=True, help="Fine-tuning epochs with the gates fixed (0 = none).")
 @click.option("--hard-lr", type=float, default=1e-5, show_default=True)
+@_stride_option
 @_train_options
 @user_errors
-def top_command(model, source, train_file, validation_file, problem_type, metric, output, max_train_samples, max_length, batch_size, seed, force, target_flops, bins, layers, rank_layers, top_k, rank_weight, ce_weight, reg_lr, warmup_epochs, epochs, lr, match_samples, hard_epochs, hard_lr):
-    """ToP: ranking distillation + L0 gates over rank bins and layers under a FLOPs constraint."""
+def top_command(model, source, train_file, validation_file, problem_type, metric, output, max_train_samples, max_length, batch_size, seed, force, target_flops, bins, layers, rank_layers, top_k, rank_weight, ce_weight, reg_lr, warmup_epochs, epochs, lr, match_samples, hard_epochs, hard_lr, stride):
+    """ToP: ranking distillation + L0 gates over rank bins and layers under a FLOPs constraint.
+    A span (QA) model distils the teacher's start/end distributions on QA data."""
     from onnx_tokprune.architectures import spec_for
-    from onnx_tokprune.modeling import check_checkpoint
     from onnx_tokprune.training.common import TrainSettings
+    from onnx_tokprune.training.qa import QAData
     from onnx_tokprune.training.top import ToPSettings, train_top
 
-    data = _training_input(source, train_file, validation_file, problem_type, metric)
     layer_list, rank_list = _layers(layers), _layers(rank_layers, "--rank-layers")
-    hf = check_checkpoint(model, "trained")
+    data, hf = _pruning_data(model, source, train_file, validation_file, problem_type, metric, max_length, stride)
     check_output_dir(Path(output), force)
     settings = ToPSettings(
         target_flops=target_flops, bins=bins, layers=layer_list, rank_layers=rank_list, top_k=top_k,
@@ -614,7 +643,7 @@ def top_command(model, source, train_file, validation_file, problem_type, metric
     settings.check(spec_for(hf).fields.get(hf, "layers"))
     config, metrics = train_top(model, data, output, settings, max_train_samples, max_length, force)
     kept = ", ".join(f"L{r.layer}: {sum(r.bin_mask)}/{len(r.bin_mask)}" for r in config.layers)
-    click.echo(f"wrote {output}; open bins {kept}; dev (drop mode): " + ", ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items()))
+    click.echo(f"wrote {output}; open bins {kept}; dev (drop mode): " + _metric_line(metrics, isinstance(data, QAData)))
 
 
 @main.command("match-flops")

@@ -36,6 +36,45 @@ def feeds_of(batch) -> dict[str, np.ndarray]:
 # --- restore semantics -----------------------------------------------------------------------------
 
 
+def test_gate_mode_with_binary_gates_restores_like_mask_mode():
+    """ToP's training mode with 0/1 gates: the expected restore is mask mode's restore, at every position."""
+    model = tiny_qa()
+    rules = (LayerRule(1, bin_mask=(1, 0, 1, 1, 0)), LayerRule(2, bin_mask=(0, 1, 1, 0, 1)))
+    config = PruneConfig(rule="rank_bins", method="top", score_normalizer="length", layers=rules)
+    batch = ragged_batch(RAGGED_LENGTHS, seed=4)
+    gates = {r.layer: (torch.tensor(r.bin_mask, dtype=torch.float32), torch.tensor(1.0)) for r in rules}
+    with torch.no_grad():
+        got = wrap(model, config, "gate")(*batch, gates=gates)
+        ref = wrap(model, config, "mask")(*batch)
+    valid = batch[1].bool()
+    assert any(float(k[valid].mean()) < 0.9 for k in ref.kept)  # tokens are removed
+    torch.testing.assert_close(got.logits[valid], ref.logits[valid], atol=1e-5, rtol=0)
+
+
+def test_soft_restore_mixes_entering_and_final_states_and_carries_gradient_to_thresholds():
+    """LTP's soft stage on a span head: a token with keep value w at the only pruning layer ends as
+    (1 - w) * (its state entering that layer) + w * (its last state); the threshold gets a gradient."""
+    model = tiny_qa()
+    config = static("threshold", "length", [LayerRule(2, threshold=0.05)])
+    encoder = wrap(model, config, "soft", temperature=0.05)
+    batch = ragged_batch([12, 12], seed=1)  # no padding: HF's layer runs without a mask below
+    out = encoder(*batch)
+    w = out.kept[0].detach()
+    assert float(w[batch[1].bool()].min()) < 0.9 and float(w[:, 1:][batch[1][:, 1:].bool()].max()) > 0.1
+    with torch.no_grad():
+        states = model.bert(input_ids=batch[0], attention_mask=batch[1], token_type_ids=batch[2], output_hidden_states=True).hidden_states
+        # the soft stage scales layer 2's output by w, so layer 3 runs on the scaled stream
+        hidden = states[3] * w.unsqueeze(-1)
+        final = model.bert.encoder.layer[3](hidden)
+        final = final[0] if isinstance(final, tuple) else final
+        expected = model.qa_outputs((1 - w).unsqueeze(-1) * states[2] + w.unsqueeze(-1) * final)
+    valid = batch[1].bool()
+    torch.testing.assert_close(out.logits.detach()[valid], expected[valid], atol=1e-4, rtol=0)
+    out.logits[valid].sum().backward()
+    assert encoder.decisions["2"].threshold.grad is not None and float(encoder.decisions["2"].threshold.grad.abs()) > 0
+
+
+
 @pytest.mark.parametrize("layer", [0, 2])
 def test_a_token_dropped_at_layer_l_keeps_the_state_it_entered_layer_l_with(layer):
     """Everything but CLS dropped at `layer`: every other position's span logits are the head applied
@@ -250,6 +289,51 @@ def test_qa_calibrate_export_parity_eval_and_answer(qa_checkpoint, squad_small, 
     assert len(answers) == 2 and all(a["answer"] and a["end"] > a["start"] for a in answers)
     with pytest.raises(Exception, match="span model and cannot classify text"):
         session.classify(["a sentence"])
+
+
+@pytest.mark.parametrize("method", ["ltp", "top"])
+def test_ltp_and_top_train_a_span_model_on_squad_and_export_with_parity(method, qa_checkpoint, squad_small, tmp_path, kernel_library):
+    """The pruning trainers on a QA checkpoint: span loss / span distillation on real SQuAD windows; the
+    result prunes, reports exact match and F1, exports with the span head and holds parity."""
+    from onnx_tokprune.artifact import read_manifest
+    from onnx_tokprune.cli import export_command, main, parity_command
+
+    out = tmp_path / method
+    common = ["--model", qa_checkpoint, "--train-file", squad_small, "--validation-file", squad_small, "--batch-size", 8, "--output", out]
+    if method == "ltp":
+        args = ["train", "ltp", *common, "--init-flops", 0.6, "--soft-epochs", 1, "--hard-epochs", 1, "--lambda", 0.05, "--temperature", 0.01, "--threshold-lr", 0.01]
+    else:
+        args = ["train", "top", *common, "--target-flops", 0.5, "--epochs", 4, "--warmup-epochs", 1, "--bins", 4, "--layers", "1,2",
+                "--match-samples", 16, "--reg-lr", 1.0, "--hard-epochs", 1]
+    result = run(main, args)
+    assert result.exit_code == 0, result.output
+    assert "dev (drop mode): exact_match" in result.output and ", f1 " in result.output
+    config = json.loads((out / "tokprune.json").read_text())
+    assert config["method"] == method and config["layers"]
+    provenance = config["provenance"]
+    assert set(provenance["dev_metrics_drop"]) == {"exact_match", "f1"}
+    assert provenance["task"] == str(squad_small)
+    if method == "ltp":
+        assert provenance["learned_thresholds"] != provenance["initial_thresholds"]  # the soft stage moved them
+    else:
+        assert (out / "top_gates.json").exists()
+    artifact = tmp_path / f"{method}-onnx"
+    result = run(export_command, ["--model", out, "--output", artifact])
+    assert result.exit_code == 0, result.output
+    assert read_manifest(artifact).export.head == "span"
+    result = run(parity_command, ["--model", out, "--artifact", artifact, "--data", squad_small, "--report", tmp_path / "parity.json"])
+    assert result.exit_code == 0 and "parity OK on" in result.output, result.output
+
+
+def test_pruning_trainers_refuse_classification_data_for_a_span_model(qa_checkpoint, squad_small, tmp_path):
+    from onnx_tokprune.cli import main
+
+    for method in ("ltp", "top"):
+        result = run(main, ["train", method, "--model", qa_checkpoint, "--task", "sst2", "--output", tmp_path / method])
+        assert_one_line_error(result, "is a span (QA) model: give QA data")
+        result = run(main, ["train", method, "--model", qa_checkpoint, "--output", tmp_path / method])
+        assert_one_line_error(result, "give the QA data")
+        assert not (tmp_path / method).exists()
 
 
 def test_qa_commands_refuse_bad_qa_input_in_one_line(qa_checkpoint, squad_small, tmp_path):

@@ -48,6 +48,16 @@ class QASplit:
             return self
         return QASplit(self.ids[:limit], self.titles[:limit], self.questions[:limit], self.contexts[:limit], self.answers[:limit], self.name)
 
+    def sample(self, limit: int | None, seed: int) -> QASplit:
+        """A seeded random `limit` questions, in file order (all with None or 0, or `limit` >= len)."""
+        if not limit or limit >= len(self):
+            return self
+        import numpy as np
+
+        rows = sorted(np.random.default_rng(seed).choice(len(self), size=limit, replace=False).tolist())
+        fields = (self.ids, self.titles, self.questions, self.contexts, self.answers)
+        return QASplit(*([values[i] for i in rows] for values in fields), self.name)
+
     def answer_texts(self) -> list[list[str]]:
         return [list(a["text"]) for a in self.answers]
 

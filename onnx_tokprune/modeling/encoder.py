@@ -16,7 +16,10 @@ drop-and-restore, docs/design.md §7): a token removed at layer l keeps the hidd
 layer l with, and the final sequence is rebuilt at full input length before the head: before each
 pruning layer and after the last layer, the present tokens' states are scattered into a [B,S+1,D]
 buffer at their original positions (column S takes padding's writes and is cut off). Mask mode keeps
-the same buffer, so drop and mask still compute the same thing.
+the same buffer, so drop and mask still compute the same thing. The soft modes (LTP's soft stage, ToP's
+gates) restore in expectation: a token's final state is sum_l P(removed at l) * (its state entering l)
++ P(kept throughout) * (its last state), with P from the layers' multipliers (alive_l = prod of the
+multipliers so far); with 0/1 multipliers that is mask mode's restore.
 
 CLS-only last layer (`cls_only=True`, sequence head, docs/design.md §7): the head reads only the CLS
 row, so the last layer projects the query of that row alone, attends over every present key, and
@@ -150,14 +153,23 @@ class PrunedEncoder(nn.Module):
         rows = mask_rows(mask, hidden.dtype)
         bias = mask_bias(rows)
         exporting = torch.onnx.is_in_onnx_export()
-        restored = hidden.new_zeros(hidden.shape[0], input_ids.shape[1] + 1, hidden.shape[2]) if self.head == "span" else None
+        soft_restore = self.head == "span" and self.mode in ("soft", "gate")
+        restored = None
+        if self.head == "span" and not soft_restore:
+            restored = hidden.new_zeros(hidden.shape[0], input_ids.shape[1] + 1, hidden.shape[2])
+        if soft_restore:  # expected restore: sum over layers of P(removed there) * the state entering it
+            expected, alive = torch.zeros_like(hidden), mask.to(hidden.dtype)
         for index in range(self.num_layers):
             if restored is not None and self.decision(index) is not None:
                 restored = _restore(restored, hidden, positions)
             if self.cls_only and index == self.num_layers - 1:
                 hidden = self._cls_layer(index, hidden, bias)
                 continue
+            entering = hidden
             hidden, mask, positions, record, raw = self._layer(index, hidden, mask, rows, bias, positions)
+            if soft_restore and record is not None:
+                expected = expected + (alive * (1 - record)).unsqueeze(-1) * entering
+                alive = alive * record
             if restored is not None and raw is None and self.decision(index) is not None:
                 positions = torch.where(mask == 1, positions, torch.full_like(positions, -1))
             if raw is not None or (record is not None and self.mode in ("mask", "gate")):
@@ -170,6 +182,9 @@ class PrunedEncoder(nn.Module):
             if record is not None and not exporting:
                 kept.append(record)
         scores = None if self.mode == "drop" else self._scores
+        if soft_restore:
+            hidden = expected + alive.unsqueeze(-1) * hidden
+            return PrunedOutput(self.adapter.span_head(hidden), tuple(kept), tuple(kept_index), scores)
         if restored is None:
             return PrunedOutput(self.adapter.head(hidden), tuple(kept), tuple(kept_index), scores)
         hidden = _restore(restored, hidden, positions)[:, :-1]

@@ -112,6 +112,48 @@ def load_training_data(
     return TrainingData(scheme, *tokenized, train, validation)
 
 
+class ClassificationTask:
+    """What a pruning trainer needs of a sequence-classification task (training.qa.QATask is the span
+    counterpart): the tokenized training set, the loss around a model, the dev metrics of a model, and
+    256 seeded training inputs for calibration and threshold checks."""
+
+    head = "sequence"
+
+    def __init__(self, data: TrainingInput, tokenizer, loaded: TrainingData, position_limit: int) -> None:
+        self.data, self.tokenizer, self.loaded, self.position_limit = data, tokenizer, loaded, position_limit
+        self.train = loaded.train
+
+    def describe(self) -> str:
+        return self.data.describe()
+
+    def objective(self, model: nn.Module, extra=None) -> nn.Module:
+        return ClassifierObjective(model, self.loaded.scheme.num_labels, extra)
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """Dev metrics (fractions) of `model` (a PrunedEncoder in drop mode), one sentence at a time."""
+        return self.loaded.metrics(predict(model, self.loaded.validation, self.tokenizer, batch_size=1), self.data.metric)
+
+    def calibration_rows(self, seed: int, count: int = 256) -> list[tuple[list[int], list[int]]]:
+        split = load_split(self.data.source, self.data.train_file, "train", need_labels=True, limit=count, seed=seed)
+        return self.text_encoder().token_ids(split.examples)
+
+    def text_encoder(self):
+        from onnx_tokprune.runtime.text_encoder import TextEncoder
+
+        return TextEncoder(self.tokenizer.backend_tokenizer, self.position_limit)
+
+
+def load_task(model_dir: str, data, max_train_samples: int | None, max_length: int, seed: int):
+    """(tokenizer, model, task) of a fine-tuned checkpoint and the data to train it further on: a
+    ClassificationTask for a TrainingInput, a training.qa.QATask for QA data (training.qa.QAData)."""
+    from onnx_tokprune.training.qa import QAData, load_qa_task
+
+    if isinstance(data, QAData):
+        return load_qa_task(model_dir, data, max_train_samples, seed)
+    tokenizer, model, loaded = load_finetuned(model_dir, data, max_train_samples, max_length, seed)
+    return tokenizer, model, ClassificationTask(data, tokenizer, loaded, model.config.max_position_embeddings)
+
+
 def load_finetuned(model_dir: str, data: TrainingInput, max_train_samples: int | None, max_length: int, seed: int):
     """(tokenizer, model, TrainingData) of a fine-tuned checkpoint and the data to train it further
     on (labels the model does not know are a DataError); seeds torch."""

@@ -1,6 +1,7 @@
 """Learned Token Pruning (Kim et al., KDD'22): soft thresholds, then a hard stage.
 
-Soft stage: every layer gets a trainable threshold, initialised as LTP does
+Works on sequence classifiers and on span (QA) models (the span loss; the soft stage restores removed
+tokens in expectation, modeling.encoder). Soft stage: every layer gets a trainable threshold, initialised as LTP does
 (theta_l = final_threshold * (l + 1) / L) or, with `init_flops`, by calibration to a relative-FLOPs
 target (our addition: LTP's 0.01 suits BERT-base padded to 128, not every model), and its output is
 multiplied by
@@ -22,16 +23,7 @@ from dataclasses import dataclass, field
 
 from onnx_tokprune.config import LayerRule, PruneConfig
 from onnx_tokprune.modeling import wrap
-from onnx_tokprune.training.common import (
-    ClassifierObjective,
-    TrainingError,
-    TrainingInput,
-    TrainSettings,
-    load_finetuned,
-    predict,
-    run_trainer,
-    save_checkpoint,
-)
+from onnx_tokprune.training.common import TrainingError, TrainSettings, load_task, run_trainer, save_checkpoint
 
 
 @dataclass
@@ -66,23 +58,14 @@ def initial_config(num_layers: int, settings: LTPSettings) -> PruneConfig:
     return PruneConfig(rule="threshold", method="ltp", layers=rules, normalizer_length=settings.normalizer_length)
 
 
-def _calibration_sample(model, tokenizer, data: TrainingInput, seed: int):
-    """(TextEncoder, 256 seeded training examples) for calibration and the threshold margin check."""
-    from onnx_tokprune.data.source import load_split
-    from onnx_tokprune.runtime.text_encoder import TextEncoder
-
-    split = load_split(data.source, data.train_file, "train", need_labels=True, limit=256, seed=seed)
-    return TextEncoder(tokenizer.backend_tokenizer, model.config.max_position_embeddings), split.examples
-
-
-def calibrated_config(model, tokenizer, data: TrainingInput, settings: LTPSettings) -> PruneConfig:
-    """Thresholds for every layer calibrated to `settings.init_flops` on 256 training sentences."""
+def calibrated_config(model, task, settings: LTPSettings) -> PruneConfig:
+    """Thresholds for every layer calibrated to `settings.init_flops` on 256 seeded training inputs."""
     from onnx_tokprune.calibrate import calibrate
 
-    encoder, examples = _calibration_sample(model, tokenizer, data, settings.soft.seed)
     result = calibrate(
-        model, encoder, examples, target_flops=settings.init_flops, layers=range(model.config.num_hidden_layers),
+        model, task.text_encoder(), None, target_flops=settings.init_flops, layers=range(model.config.num_hidden_layers),
         normalizer_length=settings.normalizer_length, progress=False, schedule="geometric",
+        rows=task.calibration_rows(settings.soft.seed),
     )
     return PruneConfig(rule="threshold", method="ltp", layers=result.config.layers, normalizer_length=settings.normalizer_length)
 
@@ -108,31 +91,29 @@ def learned_config(thresholds: dict[int, float], settings: LTPSettings, provenan
 
 def train_ltp(
     model_dir: str,
-    data: TrainingInput,
+    data,
     output: str | os.PathLike,
     settings: LTPSettings,
     max_train_samples: int | None = None,
     max_length: int = 128,
     force: bool = False,
 ) -> tuple[PruneConfig, dict[str, float]]:
-    """Run both LTP stages from a fine-tuned checkpoint; save the result; return (config, dev metrics)."""
+    """Run both LTP stages from a fine-tuned checkpoint; save the result; return (config, dev metrics).
+    `data`: a TrainingInput (sequence classifier) or a training.qa.QAData (span model, span loss)."""
     settings.check()
-    tokenizer, model, loaded = load_finetuned(model_dir, data, max_train_samples, max_length, settings.soft.seed)
-    train, num_labels = loaded.train, loaded.scheme.num_labels
+    tokenizer, model, task = load_task(model_dir, data, max_train_samples, max_length, settings.soft.seed)
 
     if settings.init_flops is not None:
-        start = calibrated_config(model.eval(), tokenizer, data, settings)
+        start = calibrated_config(model.eval(), task, settings)
     else:
         start = initial_config(model.config.num_hidden_layers, settings)
     soft = wrap(model, start, "soft", temperature=settings.temperature)
     thresholds = [decision.threshold for decision in soft.decisions.values()]
     groups = [{"params": thresholds, "lr": settings.threshold_lr, "weight_decay": 0.0}]
-    trainer = run_trainer(
-        ClassifierObjective(soft, num_labels, mask_regularizer(settings.lam)), train, tokenizer, settings.soft, groups
-    )
+    trainer = run_trainer(task.objective(soft, mask_regularizer(settings.lam)), task.train, tokenizer, settings.soft, groups)
     provenance = {
         "tool": "tokprune-train ltp",
-        "task": data.describe(),
+        "task": task.describe(),
         "base": str(model_dir),
         "lambda": settings.lam,
         "temperature": settings.temperature,
@@ -147,13 +128,13 @@ def train_ltp(
     config = learned_config(soft.thresholds(), settings, provenance)
 
     hard = wrap(model, config, "mask")
-    trainer = run_trainer(ClassifierObjective(hard, num_labels), train, tokenizer, settings.hard)
+    trainer = run_trainer(task.objective(hard), task.train, tokenizer, settings.hard)
     from onnx_tokprune.calibrate import settle_thresholds
 
     model.eval()
-    config, moved = settle_thresholds(model, config, *_calibration_sample(model, tokenizer, data, settings.soft.seed))
+    config, moved = settle_thresholds(model, config, task.text_encoder(), rows=task.calibration_rows(settings.soft.seed))
     config.provenance["thresholds_moved_off_scores"] = {str(k): v for k, v in moved.items()}
-    metrics = loaded.metrics(predict(wrap(model, config, "drop"), loaded.validation, tokenizer, batch_size=1), data.metric)
+    metrics = task.evaluate(wrap(model, config, "drop"))
     config.provenance["dev_metrics_drop"] = metrics
     if trainer.is_world_process_zero():
         save_checkpoint(model, tokenizer, output, config, force)

@@ -21,21 +21,77 @@ class QAData:
     max_length: int
     stride: int
 
+    def describe(self) -> str:
+        return self.train.name if self.train is not None else self.validation.name
+
+
+def span_loss(start_logits: torch.Tensor, end_logits: torch.Tensor, start_positions: torch.Tensor, end_positions: torch.Tensor) -> torch.Tensor:
+    """Mean of the start and end cross-entropies (the span loss of BERT's SQuAD recipe)."""
+    ce = torch.nn.functional.cross_entropy
+    return (ce(start_logits, start_positions) + ce(end_logits, end_positions)) / 2
+
 
 class SpanObjective(torch.nn.Module):
-    """Mean of the start and end cross-entropies (the span loss of BERT's SQuAD recipe)."""
+    """The span loss around an HF span model or a span PrunedEncoder, plus an optional extra term
+    `extra(output, attention_mask)` (LTP's mask regulariser)."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, extra=None) -> None:
         super().__init__()
         self.model = model
+        self.extra = extra
 
     def forward(self, input_ids, attention_mask, token_type_ids=None, start_positions=None, end_positions=None):
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
         result = {"start_logits": out.start_logits, "end_logits": out.end_logits}
         if start_positions is not None:
-            ce = torch.nn.functional.cross_entropy
-            result["loss"] = (ce(out.start_logits, start_positions) + ce(out.end_logits, end_positions)) / 2
+            result["loss"] = span_loss(out.start_logits, out.end_logits, start_positions, end_positions)
+            if self.extra is not None:
+                result["loss"] = result["loss"] + self.extra(out, attention_mask)
         return result
+
+
+class QATask:
+    """What a pruning trainer needs of extractive QA (training.common.ClassificationTask's counterpart):
+    training windows with start/end labels, the span loss, SQuAD exact match / F1 (0-100) on the
+    validation questions, and the windows of 256 seeded training questions for calibration."""
+
+    head = "span"
+
+    def __init__(self, data: QAData, tokenizer, max_train_samples: int | None, seed: int) -> None:
+        if data.train is None:
+            raise ValueError("training needs the QA training split")
+        self.data, self.tokenizer = data, tokenizer
+        self.windows = QAWindows(tokenizer.backend_tokenizer, data.max_length, data.stride)
+        self.train = training_windows(data.train.sample(max_train_samples, seed), self.windows).shuffle(seed=seed)
+
+    def describe(self) -> str:
+        return self.data.describe()
+
+    def objective(self, model: torch.nn.Module, extra=None) -> torch.nn.Module:
+        return SpanObjective(model, extra)
+
+    def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
+        return evaluate_spans(predict_spans(torch_forward(model), self.data.validation, self.windows, progress=True), self.data.validation)
+
+    def calibration_rows(self, seed: int, count: int = 256) -> list[tuple[list[int], list[int]]]:
+        sample = self.data.train.sample(count, seed)
+        return [(w.ids, w.type_ids) for w in self.windows.encode(sample.questions, sample.contexts)]
+
+    def text_encoder(self):
+        from onnx_tokprune.runtime.text_encoder import TextEncoder
+
+        return TextEncoder(self.tokenizer.backend_tokenizer, self.data.max_length)
+
+
+def load_qa_task(model_dir: str | os.PathLike, data: QAData, max_train_samples: int | None, seed: int):
+    """(tokenizer, span model, QATask) of a fine-tuned QA checkpoint; seeds torch."""
+    from onnx_tokprune.modeling import load_span_model, load_tokenizer
+
+    tokenizer = load_tokenizer(model_dir)
+    model = load_span_model(model_dir)
+    task = QATask(data, tokenizer, max_train_samples, seed)
+    torch.manual_seed(seed)
+    return tokenizer, model, task
 
 
 def predict_spans(

@@ -6,7 +6,9 @@ One training stage from a fine-tuned checkpoint, which is also the frozen teache
   kept rows only, docs/design.md §2; decisions.ToPGateMask), the layer gate binarised straight-through
   (ToP's rule); the Lagrangian on the expected relative FLOPs, its target ramping in over
   `warmup_epochs`.
-- Loss: logit distillation from the teacher (KL at temperature 2; MSE on labels for regression),
+- Loss: logit distillation from the teacher (KL at temperature 2; MSE on labels for regression; for a
+  span (QA) model the KL of the start and of the end distributions over positions, removed tokens
+  restored in expectation: modeling.encoder),
   plus ranking distillation of the teacher's final-layer scores into the `rank_layers`
   (`training.ranking`) weighted by `rank_weight * max(0.01, 1 - warm-up progress)`, plus the Lagrangian.
 
@@ -35,16 +37,9 @@ from torch.nn import functional as F
 from onnx_tokprune.config import LayerRule, PruneConfig
 from onnx_tokprune.flops import EncoderShape, relative_flops
 from onnx_tokprune.modeling import wrap
-from onnx_tokprune.training.common import (
-    TrainingError,
-    TrainingInput,
-    TrainSettings,
-    load_finetuned,
-    predict,
-    run_trainer,
-    save_checkpoint,
-)
+from onnx_tokprune.training.common import TrainingError, TrainSettings, load_task, run_trainer, save_checkpoint
 from onnx_tokprune.training.constraint import GATES_FILE, FlopsConstraint, GateState, ToPGates, match_target_flops
+from onnx_tokprune.training.qa import span_loss
 from onnx_tokprune.training.ranking import rank_distillation_loss
 
 TOP_RULE = {"rule": "rank_bins", "method": "top", "score_normalizer": "length"}
@@ -169,8 +164,18 @@ def rematch_checkpoint(
     return new, matched
 
 
-def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, temperature: float, ce_weight: float) -> torch.Tensor:
-    """KL(teacher || student) at `temperature` (scaled by T^2) + ce_weight * CE; MSE for regression."""
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, labels, temperature: float, ce_weight: float) -> torch.Tensor:
+    """KL(teacher || student) at `temperature` (scaled by T^2) + ce_weight * CE; MSE for regression.
+    Span logits ([B,S,2], `labels` = (start, end) positions): the mean of the start and end
+    distributions' KL over positions, + ce_weight * the span loss."""
+    if student.dim() == 3:
+        flat_student = student.transpose(1, 2).reshape(-1, student.shape[1])
+        flat_teacher = teacher.transpose(1, 2).reshape(-1, teacher.shape[1])
+        kd = F.kl_div(F.log_softmax(flat_student / temperature, -1), F.softmax(flat_teacher / temperature, -1), reduction="batchmean")
+        loss = kd * temperature**2
+        if ce_weight:
+            loss = loss + ce_weight * span_loss(student[..., 0], student[..., 1], *labels)
+        return loss
     if student.shape[-1] == 1:
         return F.mse_loss(student.squeeze(-1), labels.float())
     kd = F.kl_div(F.log_softmax(student / temperature, -1), F.softmax(teacher / temperature, -1), reduction="batchmean")
@@ -178,6 +183,11 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torc
     if ce_weight:
         loss = loss + ce_weight * F.cross_entropy(student, labels.long())
     return loss
+
+
+def _targets(labels, start_positions, end_positions):
+    """The training targets of a batch: class labels, or (start, end) positions of a span head."""
+    return (start_positions, end_positions) if start_positions is not None else labels
 
 
 class _Distilled(nn.Module):
@@ -209,9 +219,10 @@ class ToPObjective(_Distilled):
         self.rank_layers = settings.distilled_layers(student.num_layers)
         self.last: dict[str, float] = {}
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None):
+    def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None, start_positions=None, end_positions=None):
         out = self.student(input_ids, attention_mask, token_type_ids, gates=self.gates())
         result = {"logits": out.logits}
+        labels = _targets(labels, start_positions, end_positions)
         if labels is None:
             return result
         with torch.no_grad():
@@ -235,9 +246,10 @@ class HardStageObjective(_Distilled):
         self.student = student
         self.settings = settings
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None):
+    def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None, start_positions=None, end_positions=None):
         out = self.student(input_ids, attention_mask, token_type_ids)
         result = {"logits": out.logits}
+        labels = _targets(labels, start_positions, end_positions)
         if labels is not None:
             with torch.no_grad():
                 teacher = self.teacher(input_ids, attention_mask, token_type_ids)
@@ -266,16 +278,17 @@ def _callback(objective: ToPObjective, history: list[dict]):
 
 def train_top(
     model_dir: str,
-    data: TrainingInput,
+    data,
     output: str | os.PathLike,
     settings: ToPSettings,
     max_train_samples: int | None = None,
     max_length: int = 128,
     force: bool = False,
 ) -> tuple[PruneConfig, dict[str, float]]:
-    """Train ToP from a fine-tuned checkpoint (student start and teacher); save; return (config, dev metrics)."""
-    tokenizer, model, loaded = load_finetuned(model_dir, data, max_train_samples, max_length, settings.train.seed)
-    train = loaded.train
+    """Train ToP from a fine-tuned checkpoint (student start and teacher); save; return (config, dev metrics).
+    `data`: a TrainingInput (sequence classifier) or a training.qa.QAData (span model: span distillation)."""
+    tokenizer, model, task = load_task(model_dir, data, max_train_samples, max_length, settings.train.seed)
+    train = task.train
     num_layers = model.config.num_hidden_layers
     settings.check(num_layers)
 
@@ -316,7 +329,7 @@ def train_top(
     state = gates.state(settings.target_flops, objective.constraint.lagrange, history)
     provenance = {
         "tool": "tokprune-train top",
-        "task": data.describe(),
+        "task": task.describe(),
         "base": str(model_dir),
         "target_flops": settings.target_flops,
         "bins": settings.bins,
@@ -336,7 +349,7 @@ def train_top(
     if settings.hard is not None:
         hard = wrap(model, config, "mask")
         trainer = run_trainer(HardStageObjective(hard, teacher, settings), train, tokenizer, settings.hard)
-    metrics = loaded.metrics(predict(wrap(model, config, "drop"), loaded.validation, tokenizer, batch_size=1), data.metric)
+    metrics = task.evaluate(wrap(model, config, "drop"))
     config.provenance["dev_metrics_drop"] = metrics
     for p in model.parameters():
         p.requires_grad_(True)
