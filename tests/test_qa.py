@@ -336,6 +336,36 @@ def test_pruning_trainers_refuse_classification_data_for_a_span_model(qa_checkpo
         assert not (tmp_path / method).exists()
 
 
+def test_span_distillation_is_the_mean_kl_of_start_and_end_distributions():
+    from torch.nn import functional as F
+
+    from onnx_tokprune.training.top import distillation_loss
+
+    gen = torch.Generator().manual_seed(0)
+    teacher = torch.randn(3, 11, 2, generator=gen)
+    student = torch.randn(3, 11, 2, generator=gen, requires_grad=True)
+    targets = (torch.tensor([1, 4, 0]), torch.tensor([2, 6, 0]))
+    assert float(distillation_loss(teacher, teacher, targets, 2.0, 0.0)) == pytest.approx(0.0, abs=1e-6)
+    loss = distillation_loss(student, teacher, targets, 2.0, 0.0)
+    kl = [F.kl_div(F.log_softmax(student[..., i] / 2, -1), F.softmax(teacher[..., i] / 2, -1), reduction="batchmean") * 4 for i in (0, 1)]
+    assert float(loss) == pytest.approx(float(sum(kl) / 2), rel=1e-5)
+    with_ce = distillation_loss(student, teacher, targets, 2.0, 0.5)
+    ce = (F.cross_entropy(student[..., 0], targets[0]) + F.cross_entropy(student[..., 1], targets[1])) / 2
+    assert float(with_ce) == pytest.approx(float(loss + 0.5 * ce), rel=1e-5)
+    loss.backward()
+    assert student.grad.abs().sum() > 0
+
+
+def test_training_questions_are_a_seeded_sample_in_file_order(squad_small):
+    from onnx_tokprune.data.squad import load_qa
+
+    split = load_qa(str(squad_small), None, None, "train")
+    a, b, c = split.sample(5, 1), split.sample(5, 1), split.sample(5, 2)
+    assert a.ids == b.ids and a.ids != c.ids and len(a) == 5
+    assert a.ids == [i for i in split.ids if i in set(a.ids)]  # file order kept
+    assert split.sample(None, 1) is split and split.sample(len(split) + 3, 1) is split
+
+
 def test_qa_commands_refuse_bad_qa_input_in_one_line(qa_checkpoint, squad_small, tmp_path):
     from onnx_tokprune.cli import calibrate_command, main
 

@@ -49,6 +49,24 @@ def table(found: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def cls_only_gain(found: dict[str, dict]) -> str:
+    """Per length, the CLS-only artifact's batch-1 / batch-8 speed against the same artifact without it
+    (both measured against their own unpruned run in the same process, so the ratio of the speedups)."""
+    lines = []
+    for name, report in found.items():
+        base = found.get(name.removesuffix("-cls"))
+        if not name.endswith("-cls") or base is None:
+            continue
+        lines += ["| artifact | tokens | CLS-only vs full last layer, fp32 b1 / b8 | INT8 b1 / b8 |", "|---|---|---|---|"]
+        for with_cls, without in zip(report["results"], base["results"]):
+            a = {x["variant"]: x for x in with_cls["variants"]}
+            b = {x["variant"]: x for x in without["variants"]}
+            ratios = [a[f"pruned {p}"][k] / b[f"pruned {p}"][k] for p in ("fp32", "int8") for k in ("speedup", "batch8_speedup")]
+            lines.append(f"| {label(name)} | {LENGTH_OF.get(with_cls['data'], with_cls['mean_tokens']):.0f} | "
+                         f"{ratios[0]:.2f}× / {ratios[1]:.2f}× | {ratios[2]:.2f}× / {ratios[3]:.2f}× |")
+    return "\n".join(lines)
+
+
 def plot(found: dict[str, dict], path: Path) -> None:
     import matplotlib
 
@@ -83,6 +101,9 @@ def plot(found: dict[str, dict], path: Path) -> None:
 def main(root: str) -> None:
     found = reports(Path(root))
     print(table(found))
+    gain = cls_only_gain(found)
+    if gain:
+        print("\n" + gain)
     plot(found, Path(root) / "long_inputs.png")
     print(f"\nwrote {Path(root) / 'long_inputs.png'}")
 

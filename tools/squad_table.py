@@ -1,6 +1,6 @@
 """The README's SQuAD table from tools/squad.sh's outputs (eval JSONs and bench reports under out/).
 
-    python tools/squad_table.py 0.7 0.5
+    python tools/squad_table.py squad_cal06 squad_ltp05 squad_top05
 """
 
 from __future__ import annotations
@@ -14,7 +14,14 @@ def load(path: Path):
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def main(targets: list[str]) -> None:
+def label(name: str) -> str:
+    """"squad_cal06" -> "calibrated 0.6"; "squad_ltp05" -> "LTP (target 0.5)"."""
+    kind, digits = name.removeprefix("squad_")[:3], name.removeprefix("squad_")[3:]
+    target = f"0.{digits[1:]}" if digits else "?"
+    return {"cal": f"calibrated {target}", "ltp": f"LTP (init {target})", "top": f"ToP (target {target})"}.get(kind, name)
+
+
+def main(names: list[str]) -> None:
     out = Path("out/squad")
     base = load(out / "eval_unpruned.json")
     if base is None:
@@ -23,8 +30,7 @@ def main(targets: list[str]) -> None:
     print("| model | relative FLOPs | EM | F1 | ΔF1 | kept tokens per pruning layer (of mean) | speedup fp32 b1 / b8 | speedup INT8 b1 / b8 | removal efficiency fp32 |")
     print("|---|---|---|---|---|---|---|---|---|")
     print(f"| fine-tuned, unpruned (PyTorch) | 1.000 | {ref['exact_match']:.2f} | {ref['f1']:.2f} | — | — ({ref['mean_tokens']:.1f}) | 1.00× | — | — |")
-    for target in targets:
-        name = "squad_cal" + target.replace(".", "")
+    for name in names:
         rows = load(out / f"eval_{name}.json") or []
         int8 = load(out / f"eval_{name}-int8.json") or []
         protected = load(out / f"eval_{name}-protected.json") or []
@@ -38,11 +44,11 @@ def main(targets: list[str]) -> None:
             fp32 = f"{speed['pruned fp32']['speedup']:.2f}× / {speed['pruned fp32']['batch8_speedup']:.2f}×" if speed and r["source"] == "onnxruntime" and r not in int8 else ""
             q8 = f"{speed['pruned int8']['speedup']:.2f}× / {speed['pruned int8']['batch8_speedup']:.2f}×" if speed and r in int8 else ""
             eff = f"{speed['pruned fp32']['removal_efficiency']:.2f}" if fp32 else ""
-            print(f"| calibrated {target}: {source} | {r['relative_flops']:.3f} | {r['exact_match']:.2f} | {r['f1']:.2f} | {r['f1'] - ref['f1']:+.2f} "
+            print(f"| {label(name)}: {source} | {r['relative_flops']:.3f} | {r['exact_match']:.2f} | {r['f1']:.2f} | {r['f1'] - ref['f1']:+.2f} "
                   f"| {kept} ({r['mean_tokens']:.1f}) | {fp32} | {q8} | {eff} |")
     if bench:
         print(f"\nunpruned INT8 (fused): {speed['unpruned int8']['speedup']:.2f}× / {speed['unpruned int8']['batch8_speedup']:.2f}×; CPU: {bench['cpu']}, {bench['threads']} threads")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["0.7", "0.5"])
+    main(sys.argv[1:] or ["squad_cal06", "squad_cal08", "squad_ltp05", "squad_top05"])
