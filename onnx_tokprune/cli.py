@@ -472,9 +472,10 @@ def train_group() -> None:
 @click.option("--model", required=True, help="Pretrained checkpoint directory or hub name.")
 @click.option("--epochs", type=float, default=3.0, show_default=True)
 @click.option("--lr", type=float, default=5e-5, show_default=True)
+@click.option("--num-layers", type=int, help="Keep only the first N encoder layers (the fewer-layers baseline).")
 @_train_options
 @user_errors
-def finetune_command(model, source, train_file, validation_file, problem_type, metric, output, max_train_samples, max_length, batch_size, seed, force, epochs, lr):
+def finetune_command(model, source, train_file, validation_file, problem_type, metric, output, max_train_samples, max_length, batch_size, seed, force, epochs, lr, num_layers):
     """Baseline fine-tuning (HF Trainer): the teacher and starting point for LTP and ToP."""
     from onnx_tokprune.modeling import check_checkpoint
     from onnx_tokprune.training.common import TrainSettings
@@ -484,7 +485,7 @@ def finetune_command(model, source, train_file, validation_file, problem_type, m
     check_output_dir(Path(output), force)
     check_checkpoint(model, "new", local=False)
     settings = TrainSettings(epochs=epochs, learning_rate=lr, batch_size=batch_size, seed=seed)
-    metrics = finetune(model, data, output, settings, max_train_samples, max_length, force)
+    metrics = finetune(model, data, output, settings, max_train_samples, max_length, force, num_layers)
     click.echo(f"wrote {output}; validation: " + ", ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items()))
 
 
@@ -646,6 +647,76 @@ def top_command(model, source, train_file, validation_file, problem_type, metric
     click.echo(f"wrote {output}; open bins {kept}; dev (drop mode): " + _metric_line(metrics, isinstance(data, QAData)))
 
 
+@main.command("frontier")
+@click.option("--baseline", required=True, type=click.Path(), help="The fine-tuned, unpruned checkpoint: the reference (latency 1, FLOPs 1).")
+@click.option("--model", "models", multiple=True, type=click.Path(), help="A pruned checkpoint (calibrated, LTP, ToP) or one fine-tuned with fewer layers (finetune --num-layers); repeat.")
+@click.option("--truncate", "truncations", multiple=True, help="Cut the baseline's inputs to N tokens (repeat); 'auto': one N per pruned checkpoint, at its FLOPs.")
+@_data_options("eval")
+@click.option("--samples", type=int, default=200, show_default=True, help="Inputs timed at batch 1 (the first N of the data).")
+@click.option("--repeats", type=int, default=5, show_default=True, help="Runs per input (median taken).")
+@click.option("--threads", type=int, default=2, show_default=True, help="Intra-op threads.")
+@click.option("--int8/--no-int8", default=True, show_default=True, help="Also every point as dynamic INT8 (the portable setting).")
+@click.option("--output", required=True, type=click.Path(), help="The frontier's directory: points/, artifacts/, frontier.json, .md, .png. Reused: a point whose inputs are unchanged is not measured again.")
+@click.option("--force", is_flag=True, help="Measure every point again.")
+@_kernel_option
+def frontier_command(baseline, models, truncations, source, data_file, metric, samples, repeats, threads, int8, output, force, kernel):
+    """Metric against measured latency and FLOPs: pruned checkpoints beside truncation and fewer layers."""
+    from onnx_tokprune.architectures import spec_for
+    from onnx_tokprune.config import CONFIG_NAME
+    from onnx_tokprune.data.source import load_split
+    from onnx_tokprune.flops import EncoderShape
+    from onnx_tokprune.frontier import (
+        BASELINE, FEWER_LAYERS, TRUNCATION, Frontier, FrontierRun, PointSpec, classify_checkpoint, environment, truncation_for_flops, write,
+    )
+    from onnx_tokprune.modeling import check_checkpoint
+
+    _at_least(samples, 1, "--samples")
+    _at_least(repeats, 1, "--repeats")
+    _at_least(threads, 1, "--threads")
+    lengths = []
+    for value in truncations:
+        if value != "auto" and not (value.isdigit() and int(value) >= 4):
+            raise click.BadParameter(f"{value!r}: give a number of tokens (at least 4) or 'auto'", param_hint="--truncate")
+        lengths += [] if value == "auto" else [int(value)]
+    import torch
+
+    torch.set_num_threads(threads)  # exports and tokenizing run beside the timed sessions: keep to the same cores
+    hf = check_checkpoint(baseline, "trained")
+    if (Path(baseline) / CONFIG_NAME).is_file():
+        raise click.UsageError(f"{baseline} prunes ({CONFIG_NAME}): --baseline is the fine-tuned, unpruned checkpoint; pass pruned ones with --model")
+    baseline_layers = spec_for(hf, baseline).fields.get(hf, "layers")
+    specs = [PointSpec(BASELINE, BASELINE, baseline)]
+    for model in models:
+        method, pruned = classify_checkpoint(model, baseline_layers)
+        name = Path(model).resolve().name
+        if any(s.name == name for s in specs):
+            raise click.UsageError(f"two --model directories are named {name}: give each point a distinct directory name")
+        specs.append(PointSpec(name, method, str(model), pruned=pruned))
+    split = load_split(source, data_file, "validation", need_labels=True)
+    data_key = " ".join(_source_args(source) + ([str(Path(data_file).resolve())] if data_file else []))
+    run = FrontierRun(output, baseline, split, samples, repeats, threads, _kernel_choice(kernel), force, data_key=data_key, metric=metric)
+    points = [run.measure(s) for s in specs]
+    if "auto" in truncations:
+        shape = EncoderShape.from_hf(run.reference_session().artifact.hf_config)
+        lengths += truncation_for_flops(run.lengths(), shape, [p.relative_flops for p in points if p.method not in (BASELINE, FEWER_LAYERS)])
+    specs += [PointSpec(f"truncate-{k}", TRUNCATION, baseline, max_tokens=k) for k in sorted(set(lengths))]
+    points += [run.measure(s) for s in specs[len(points):]]
+    if int8:
+        points += [run.measure(PointSpec(**{**s.__dict__, "int8": True})) for s in specs]
+    import shlex
+
+    args = ["tokprune", "frontier", "--baseline", str(baseline), *(a for m in models for a in ("--model", str(m)))]
+    args += [a for t in truncations for a in ("--truncate", t)] + _source_args(source) + (["--data", str(data_file)] if data_file else [])
+    args += [f"--samples={samples}", f"--repeats={repeats}", f"--threads={threads}", "--int8" if int8 else "--no-int8", "--output", str(output)]
+    frontier = Frontier(
+        task=split.name, metric_name=run.metric_name, baseline=str(baseline), points=points,
+        environment=environment(threads, "kernel" if run.reference_session().kernel_library else "function"), command=shlex.join(args),
+    )
+    for path in write(frontier, output):
+        click.echo(f"wrote {path}")
+    click.echo(Path(output, "frontier.md").read_text())
+
+
 @main.command("match-flops")
 @click.option("--model", required=True, type=click.Path(), help="Checkpoint written by tokprune-train top.")
 @_data_options("texts")
@@ -794,10 +865,11 @@ EVAL_MODES = ("drop", "mask")
 @click.option("--modes", default="drop,mask", show_default=True, help="PyTorch modes for a checkpoint: drop and/or mask, comma-separated.")
 @click.option("--cls-only", is_flag=True, help="A checkpoint's last layer for the CLS row only, as `tokprune-export --cls-only` (an artifact's manifest says itself).")
 @click.option("--protect-question", is_flag=True, help="A QA checkpoint's pruning keeps every token outside the context (question, CLS, SEP); PyTorch only, to measure what pruning the question costs.")
+@click.option("--max-tokens", type=int, help="Cut every input to its first N tokens (special tokens included; a pair loses from its longer text first): the truncation baseline. Sequence classifiers only.")
 @click.option("--json", "json_out", type=click.Path(), help="Also write the results as JSON here.")
 @_kernel_option
 @user_errors
-def eval_command(model, artifact, source, data_file, metric, modes, cls_only, protect_question, json_out, kernel):
+def eval_command(model, artifact, source, data_file, metric, modes, cls_only, protect_question, max_tokens, json_out, kernel):
     """Metric on the whole evaluation data, kept tokens per layer, analytic and counted FLOPs, relative FLOPs."""
     from onnx_tokprune.artifact import MODEL_FILE, head_kind
     from onnx_tokprune.data.source import load_split
@@ -824,6 +896,10 @@ def eval_command(model, artifact, source, data_file, metric, modes, cls_only, pr
         raise click.ClickException(f"{model} and {artifact} have different heads: pass the artifact exported from the checkpoint")
     if protect_question and (not span or model_session is not None):
         raise click.UsageError("--protect-question applies to a QA checkpoint (PyTorch), not to an artifact or a classifier")
+    if max_tokens is not None:
+        if span:
+            raise click.UsageError("--max-tokens applies to sequence classifiers: a QA model reads long contexts in windows")
+        _at_least(max_tokens, 4, "--max-tokens", " tokens")
     if span:
         return _eval_qa(model, model_session, artifact_session, source, data_file, mode_list, json_out, protect_question)
     loaded = []
@@ -835,11 +911,11 @@ def eval_command(model, artifact, source, data_file, metric, modes, cls_only, pr
         return loaded[0]
 
     if model_session is None:
-        results = evaluate_checkpoint(model, split, tuple(mode_list), metric, cls_only=cls_only)
+        results = evaluate_checkpoint(model, split, tuple(mode_list), metric, cls_only=cls_only, max_tokens=max_tokens)
     else:
-        results = [evaluate_artifact(model_session, split(), metric)]
+        results = [evaluate_artifact(model_session, split(), metric, max_tokens=max_tokens)]
     if artifact_session is not None:
-        results.append(evaluate_artifact(artifact_session, split(), metric))
+        results.append(evaluate_artifact(artifact_session, split(), metric, max_tokens=max_tokens))
     click.echo(eval_table(results))
     reference = next((r for r in results if r.source == "pytorch-drop"), None)
     onnx_result = next((r for r in results if r.source == "onnxruntime"), None)

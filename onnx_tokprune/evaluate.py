@@ -41,6 +41,9 @@ class EvalResult:
     analytic_gflops: float = 0.0
     counted_gflops: float | None = None
     relative_flops: float = 1.0
+    max_tokens: int | None = None
+    """Inputs cut to this many tokens (the truncation baseline); relative FLOPs are then against the
+    unpruned model on the whole inputs."""
     predictions: list[int] = field(default_factory=list, repr=False)
 
     def to_json(self) -> dict:
@@ -55,9 +58,10 @@ def _labels(split: Split, config) -> tuple[LabelScheme, np.ndarray]:
     return metric_scheme(split, scheme), encode_labels(split, scheme)
 
 
-def _result(name, scheme, metric, source, logits, labels, lengths, kept, shape, counted=None) -> EvalResult:
+def _result(name, scheme, metric, source, logits, labels, lengths, kept, shape, counted=None, full=None, max_tokens=None) -> EvalResult:
+    """`full`: the whole inputs' lengths where `lengths` were cut (relative FLOPs are against them)."""
     analytic = [shape.flops(n, k) for n, k in zip(lengths, kept)]
-    unpruned = sum(dataclasses.replace(shape, cls_only_last=False).flops(n) for n in lengths)
+    unpruned = sum(dataclasses.replace(shape, cls_only_last=False).flops(n) for n in (full or lengths))
     layers = sorted({layer for k in kept for layer in k})
     return EvalResult(
         task=name,
@@ -70,18 +74,20 @@ def _result(name, scheme, metric, source, logits, labels, lengths, kept, shape, 
         analytic_gflops=sum(analytic) / len(lengths) / 1e9,
         counted_gflops=None if counted is None else counted / len(lengths) / 1e9,
         relative_flops=sum(analytic) / unpruned,
+        max_tokens=max_tokens,
         predictions=np.asarray(logits).argmax(-1).tolist() if np.asarray(logits).shape[-1] > 1 else [],
     )
 
 
 def evaluate_checkpoint(
     model_dir: str | os.PathLike, split: Split | Callable[[], Split], modes=("drop", "mask"), metric: str | None = None,
-    progress: bool = True, cls_only: bool = False,
+    progress: bool = True, cls_only: bool = False, max_tokens: int | None = None,
 ) -> list[EvalResult]:
     """Evaluate a checkpoint dir (with or without tokprune.json) on `split` in the given PyTorch modes;
     `metric` overrides the main metric. `split` may be a function that loads it: it is then called
     after the model is loaded, so a broken checkpoint is reported before a data problem. `cls_only`:
-    the CLS-only last layer (PrunedEncoder), counted in the FLOPs too."""
+    the CLS-only last layer (PrunedEncoder), counted in the FLOPs too. `max_tokens`: every input cut to
+    that many tokens (TextEncoder.token_ids), relative FLOPs against the whole inputs."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from onnx_tokprune.modeling import load_pruned, wrap
@@ -96,7 +102,8 @@ def evaluate_checkpoint(
     text_encoder = TextEncoder.from_dir(model_dir)
     split = split() if callable(split) else split
     scheme, labels = _labels(split, encoder.model.config)
-    rows = text_encoder.token_ids(split.examples)
+    rows = text_encoder.token_ids(split.examples, max_tokens)
+    full = [len(r[0]) for r in text_encoder.token_ids(split.examples)] if max_tokens is not None else None
     shape = EncoderShape.from_hf(encoder.model.config, cls_only)
     results = []
     for mode in modes if encoder.config is not None else ("drop",):
@@ -112,19 +119,21 @@ def evaluate_checkpoint(
                 counts = [int(k.sum()) for k in out.kept]
                 kept.append(dict(zip(model.pruning_layers, counts)))
         counted = counter.get_total_flops() if counter is not None else None
-        results.append(_result(split.name, scheme, metric, f"pytorch-{mode}", np.stack(logits), labels, lengths, kept, shape, counted))
+        results.append(_result(split.name, scheme, metric, f"pytorch-{mode}", np.stack(logits), labels, lengths, kept, shape, counted, full, max_tokens))
     return results
 
 
 def evaluate_artifact(
     artifact: str | os.PathLike | PrunedSession, split: Split, metric: str | None = None, progress: bool = True,
-    kernel_library: KernelChoice = None,
+    kernel_library: KernelChoice = None, max_tokens: int | None = None,
 ) -> EvalResult:
     """Evaluate an ONNX artifact (a directory, or a session already open) on `split` in onnxruntime
-    (batch 1, kept tokens from its kept_index outputs); `kernel_library` as in PrunedSession, for a directory."""
+    (batch 1, kept tokens from its kept_index outputs); `kernel_library` as in PrunedSession, for a
+    directory; `max_tokens` as in `evaluate_checkpoint`."""
     session = artifact if isinstance(artifact, PrunedSession) else PrunedSession(artifact, kernel_library=kernel_library)
     scheme, labels = _labels(split, session.artifact.hf_config)
-    rows = session.text_encoder.token_ids(split.examples)
+    rows = session.text_encoder.token_ids(split.examples, max_tokens)
+    full = [len(r[0]) for r in session.text_encoder.token_ids(split.examples)] if max_tokens is not None else None
     shape = EncoderShape.from_hf(session.artifact.hf_config, session.manifest.export.cls_only_last)
     logits, kept, lengths = [], [], []
     for row in tqdm(rows, desc=f"eval {split.name} onnxruntime", disable=not progress):
@@ -132,7 +141,7 @@ def evaluate_artifact(
         logits.append(out[LOGITS_OUTPUT][0])
         lengths.append(len(row[0]))
         kept.append(kept_counts(out))
-    return _result(split.name, scheme, metric, "onnxruntime", np.stack(logits), labels, lengths, kept, shape)
+    return _result(split.name, scheme, metric, "onnxruntime", np.stack(logits), labels, lengths, kept, shape, full=full, max_tokens=max_tokens)
 
 
 def eval_table(results: list[EvalResult]) -> str:

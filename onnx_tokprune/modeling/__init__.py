@@ -192,9 +192,11 @@ def load_classifier(
     id2label: dict[int, str] | None = None,
     local: bool = True,
     kinds: tuple[str, ...] = ("sequence",),
+    num_layers: int | None = None,
 ):
     """Load a sequence classifier or span model (eval mode) after `check_checkpoint`; every loading failure (corrupt or
     missing weights, weights that do not match config.json, an unusable head) is one CheckpointError line.
+    `num_layers`: keep only the checkpoint's first N encoder layers (the "fewer layers" baseline).
 
     `head` (see HEADS): with "if_missing", `num_labels` sizes a new head for a bare encoder; with "new"
     `num_labels` and `id2label` always apply. `local=False` also accepts hub names. `kinds`: the heads
@@ -214,6 +216,8 @@ def load_classifier(
     new_head = head == "new" or (head == "if_missing" and found != kind)
     loader = AutoModelForQuestionAnswering if kind == "span" else AutoModelForSequenceClassification
     kwargs: dict[str, Any] = {}
+    if num_layers is not None:
+        kwargs.update(_first_layers(hf, num_layers, src))
     if new_head and kind == "sequence":
         if id2label:
             kwargs.update(id2label=dict(id2label), label2id={v: k for k, v in id2label.items()})
@@ -230,6 +234,16 @@ def load_classifier(
             raise CheckpointError(f"{src} cannot be loaded: {first_line(e)}; save the checkpoint again") from None
     _check_loading_info(model, info, src, _weights_file(path), new_head_ok=new_head)
     return model.eval()
+
+
+def _first_layers(hf: dict, num_layers: int, src: str) -> dict[str, int]:
+    """The config override that builds only the first `num_layers` layers (HF then loads their weights
+    and ignores the rest); CheckpointError unless 1 <= num_layers <= the checkpoint's layers."""
+    field = spec_for(hf, src).fields.layers
+    total = hf.get(field)
+    if type(num_layers) is not int or not 1 <= num_layers <= (total or 0):
+        raise CheckpointError(f"{src} has {total} layers: the number of layers to keep must be 1 to {total}, got {num_layers}")
+    return {field: num_layers}
 
 
 def _check_loading_info(model, info: dict, src: str, weights: str, new_head_ok: bool) -> None:

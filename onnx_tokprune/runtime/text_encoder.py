@@ -56,11 +56,15 @@ class TextEncoder:
         config = json.loads((directory / "config.json").read_text())
         return cls(Tokenizer.from_file(str(tok_file)), position_limit(config))
 
-    def token_ids(self, examples: Sequence[TextExample]) -> list[tuple[list[int], list[int]]]:
+    def token_ids(self, examples: Sequence[TextExample], max_tokens: int | None = None) -> list[tuple[list[int], list[int]]]:
         """(input_ids, token_type_ids) per example; TextTooLongError names the first overlong one,
-        InvalidTextError the first one that is not text."""
+        InvalidTextError the first one that is not text. `max_tokens`: cut every example to that many
+        tokens, special tokens included (the tokenizer's longest-first truncation: a pair loses tokens
+        from its longer text first), as a model fine-tuned with that max_length reads it."""
         inputs = [(e.text, e.text_pair) if e.text_pair is not None else e.text for e in examples]
         try:
+            if max_tokens is not None:
+                self.tokenizer.enable_truncation(max_tokens, strategy="longest_first")
             encs = self.tokenizer.encode_batch(inputs)
         except TypeError:
             for i, e in enumerate(examples):
@@ -68,6 +72,12 @@ class TextEncoder:
                 if e.text_pair is not None:
                     check_text(e.text_pair, f"example {i} (second text)")
             raise
+        except Exception as e:  # the tokenizers library raises a bare Exception when max_tokens is too small
+            if max_tokens is None or type(e) is not Exception:
+                raise
+            raise InvalidTextError(f"cannot cut the texts to {max_tokens} tokens ({e}): give a larger number of tokens") from None
+        finally:
+            self.tokenizer.no_truncation()
         out = []
         for i, enc in enumerate(encs):
             if len(enc.ids) > self.max_length:

@@ -25,21 +25,25 @@ def finetune(
     max_train_samples: int | None = None,
     max_length: int = 128,
     force: bool = False,
+    num_layers: int | None = None,
 ) -> dict[str, float]:
     """Fine-tune `model_name` (a checkpoint directory or hub name: a bare encoder, a pretraining or a
     classification checkpoint) on `data`, save it to `output` with the label names as its
-    id2label/label2id, return the validation metrics."""
+    id2label/label2id, return the validation metrics. `num_layers`: fine-tune only the first N encoder
+    layers (the "fewer layers" baseline of the frontier)."""
     from onnx_tokprune.modeling import check_checkpoint, load_classifier, load_tokenizer
 
     check_checkpoint(model_name, "new", local=False)
     tokenizer = load_tokenizer(model_name, local=False)
     torch.manual_seed(settings.seed)
-    model = load_classifier(model_name, "new", local=False)  # a broken checkpoint fails before the data is read
+    model = load_classifier(model_name, "new", local=False, num_layers=num_layers)  # a broken checkpoint fails before the data is read
     loaded = load_training_data(data, tokenizer, max_train_samples, max_length, settings.seed)
     scheme = loaded.scheme
     if model.config.num_labels != scheme.num_labels or model.config.id2label != (scheme.id2label() or model.config.id2label):
         torch.manual_seed(settings.seed)  # the new head starts as it would from a single load
-        model = load_classifier(model_name, "new", num_labels=scheme.num_labels, id2label=scheme.id2label(), local=False)
+        model = load_classifier(
+            model_name, "new", num_labels=scheme.num_labels, id2label=scheme.id2label(), local=False, num_layers=num_layers
+        )
     model.config.problem_type = "regression" if scheme.problem == "regression" else "single_label_classification"
     trainer = run_trainer(ClassifierObjective(model, scheme.num_labels), loaded.train, tokenizer, settings)
     metrics = loaded.metrics(predict(model, loaded.validation, tokenizer), data.metric)

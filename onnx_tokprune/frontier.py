@@ -1,0 +1,377 @@
+"""The accuracy-vs-latency frontier of one task (`tokprune frontier`): token pruning against the cheap
+things a user could do instead, every point measured the same way.
+
+A point is one deployable graph (an artifact directory) and the inputs it reads:
+- ``fine-tuned``: the baseline checkpoint, unpruned and fused (the reference: latency 1, FLOPs 1);
+- ``calibrated`` / ``LTP`` / ``ToP`` (any pruned checkpoint, by its tokprune.json `method`): its fused artifact;
+- ``truncation``: the baseline's artifact on inputs cut to k tokens (no training);
+- ``fewer layers``: a checkpoint with fewer encoder layers than the baseline (`tokprune-train finetune
+  --num-layers m`), unpruned and fused;
+and, with `int8`, each of them again as dynamic INT8 (the portable setting: correct on any x86-64 CPU).
+
+Metric: onnxruntime on the whole evaluation split (evaluate.evaluate_artifact). Relative FLOPs: the point's
+analytic FLOPs over the baseline's on the whole inputs. Latency: batch 1 on the first `samples` inputs,
+the point's graph against the baseline's fused fp32 graph side by side in one process
+(bench.timing.timed_chunks); latency ratio = its total / the baseline's total (< 1 is faster).
+
+Incremental: each point is written to <output>/points/<name>.json with what produced it (the
+checkpoint's weights' size and mtime, the data, the settings) and reused while those match; the
+artifacts stay under <output>/artifacts. frontier.json, frontier.md and frontier.png are rewritten
+from every point of the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from onnx_tokprune.errors import CheckpointError
+
+METHOD_LABELS = {"calibrated": "calibrated", "ltp": "LTP", "top": "ToP"}
+"""tokprune.json `method` -> the curve a pruned checkpoint belongs to (other methods keep their name)."""
+BASELINE, TRUNCATION, FEWER_LAYERS = "fine-tuned", "truncation", "fewer layers"
+LATENCY_AXIS = "batch-1 latency relative to the fused unpruned fp32 model"
+FLOPS_AXIS = "relative FLOPs (1 = unpruned)"
+LOSS_BUDGET = 1.0
+"""Metric points a 'good' point may lose (the papers' claim: at most 1 point)."""
+MARKER = "frontier.json"
+
+
+@dataclass(frozen=True)
+class PointSpec:
+    """What to measure: a checkpoint (None: the baseline) as an artifact, on inputs cut to `max_tokens`."""
+
+    name: str
+    method: str
+    checkpoint: str
+    max_tokens: int | None = None
+    int8: bool = False
+    pruned: bool = False
+
+
+@dataclass
+class Point:
+    name: str
+    method: str
+    precision: str
+    metric_name: str
+    metric: float
+    """The task's main metric, in percent."""
+    relative_flops: float
+    latency_ratio: float
+    """Σ batch-1 ms of this point / Σ of the baseline's fused fp32 graph, timed side by side."""
+    median_ms: float
+    baseline_median_ms: float
+    checkpoint: str
+    max_tokens: int | None = None
+    layers: int | None = None
+    kept_tokens: dict[str, float] = field(default_factory=dict)
+    produced_by: dict = field(default_factory=dict)
+
+    @property
+    def speedup(self) -> float:
+        return 1.0 / self.latency_ratio
+
+
+@dataclass
+class Frontier:
+    task: str
+    metric_name: str
+    baseline: str
+    points: list[Point]
+    environment: dict
+    axes: list[dict[str, str]] = field(default_factory=lambda: [{"x": LATENCY_AXIS}, {"x": FLOPS_AXIS}])
+    command: str = ""
+
+    def reference(self) -> Point:
+        return next(p for p in self.points if p.method == BASELINE and p.precision == "fp32")
+
+    def best(self, budget: float = LOSS_BUDGET) -> list[Point]:
+        """Per (method, precision), the fastest point within `budget` metric points of the fine-tuned fp32 model."""
+        floor = self.reference().metric - budget
+        best: dict[tuple[str, str], Point] = {}
+        for p in self.points:
+            key = (p.method, p.precision)
+            if p.method != BASELINE and p.metric >= floor and (key not in best or p.latency_ratio < best[key].latency_ratio):
+                best[key] = p
+        return list(best.values())
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["best_within_1_point"] = [p.name + (" (int8)" if p.precision == "int8" else "") for p in self.best()]
+        return data
+
+
+def classify_checkpoint(path: str | os.PathLike, baseline_layers: int) -> tuple[str, bool]:
+    """(the curve a checkpoint belongs to, whether it prunes): its tokprune.json method, else "fewer
+    layers" when it has fewer layers than the baseline; CheckpointError for anything else."""
+    from onnx_tokprune.architectures import spec_for
+    from onnx_tokprune.config import CONFIG_NAME, PruneConfig
+    from onnx_tokprune.modeling import check_checkpoint
+
+    hf = check_checkpoint(path, "trained")
+    if (Path(path) / CONFIG_NAME).is_file():
+        method = PruneConfig.load(path).method
+        return METHOD_LABELS.get(method, method), True
+    layers = spec_for(hf, str(path)).fields.get(hf, "layers")
+    if layers < baseline_layers:
+        return FEWER_LAYERS, False
+    raise CheckpointError(
+        f"{path} neither prunes (no tokprune.json) nor has fewer layers than the baseline ({layers} vs {baseline_layers}): "
+        "pass pruned checkpoints or ones fine-tuned with --num-layers"
+    )
+
+
+def truncation_for_flops(lengths: Sequence[int], shape, targets: Sequence[float], minimum: int = 4) -> list[int]:
+    """Per relative-FLOPs target, the token count k whose truncation (every input cut to min(n, k)) costs
+    the FLOPs closest to it on inputs of these `lengths`; distinct, ascending."""
+    total = sum(shape.flops(n) for n in lengths)
+    longest = max(lengths)
+    costs = {k: sum(shape.flops(min(n, k)) for n in lengths) / total for k in range(minimum, longest + 1)}
+    return sorted({min(costs, key=lambda k: abs(costs[k] - t)) for t in targets})
+
+
+def _fingerprint(checkpoint: str) -> dict:
+    from onnx_tokprune.modeling import WEIGHTS_FILES
+
+    found = {}
+    for name in (*WEIGHTS_FILES, "config.json", "tokprune.json"):
+        path = Path(checkpoint) / name
+        if path.is_file():
+            stat = path.stat()
+            found[name] = [stat.st_size, int(stat.st_mtime)]
+    return found
+
+
+class FrontierRun:
+    """Measures the points of one task into `output` (module docstring)."""
+
+    def __init__(
+        self, output: str | os.PathLike, baseline: str, split, samples: int = 200, repeats: int = 5, threads: int = 2,
+        kernel_library=None, force: bool = False, progress: bool = True, data_key: str = "", metric: str | None = None,
+    ) -> None:
+        from onnx_tokprune.io import check_output_dir
+
+        self.output = Path(output)
+        if self.output.exists() and any(self.output.iterdir()) and not (self.output / MARKER).is_file() and not (self.output / "points").is_dir():
+            check_output_dir(self.output, False)  # an unrelated directory: refused in one line
+        (self.output / "points").mkdir(parents=True, exist_ok=True)
+        (self.output / "artifacts").mkdir(exist_ok=True)
+        self.baseline, self.split, self.samples, self.repeats, self.threads = str(baseline), split, samples, repeats, threads
+        self.kernel_library, self.force, self.progress, self.data_key = kernel_library, force, progress, data_key
+        self.metric = metric
+        self.metric_name = metric or ""
+        """The main metric's name, known once a point is measured."""
+        self._reference = None
+
+    def settings(self, spec: PointSpec) -> dict:
+        return {
+            "spec": asdict(spec), "data": self.data_key, "metric": self.metric, "examples": len(self.split.examples), "samples": self.samples,
+            "repeats": self.repeats, "threads": self.threads, "baseline": self.baseline, "baseline_files": _fingerprint(self.baseline),
+            "checkpoint_files": _fingerprint(spec.checkpoint),
+        }
+
+    def artifact(self, checkpoint: str, pruned: bool, int8: bool) -> Path:
+        """The fused (and INT8) artifact of `checkpoint` under <output>/artifacts, exported once."""
+        from onnx_tokprune.export.exporter import export_artifact
+        from onnx_tokprune.modeling import load_pruned, wrap
+
+        import hashlib
+
+        resolved = Path(checkpoint).resolve()
+        tag = hashlib.sha1(str(resolved).encode()).hexdigest()[:8]  # two checkpoints may share a directory name
+        path = self.output / "artifacts" / f"{resolved.name}-{tag}{'-int8' if int8 else ''}-onnx"
+        record = path / "frontier-source.json"
+        source = {"checkpoint": str(Path(checkpoint).resolve()), "files": _fingerprint(checkpoint), "int8": int8}
+        if path.is_dir() and record.is_file() and json.loads(record.read_text()) == source:
+            return path
+        encoder = load_pruned(checkpoint, "drop", require_config=pruned)
+        if not pruned:
+            encoder = wrap(encoder.model, None, "drop")
+        export_artifact(encoder, checkpoint, path, force=True, int8=int8, optimize=True, int8_setting="portable")
+        from onnx_tokprune.io import write_json_atomic
+
+        write_json_atomic(record, source)
+        return path
+
+    def measure(self, spec: PointSpec) -> Point:
+        """The point of `spec`, from its cached JSON while what produced it is unchanged."""
+        from onnx_tokprune.io import write_json_atomic
+
+        cache = self.output / "points" / f"{spec.name}{'-int8' if spec.int8 else ''}.json"
+        settings = self.settings(spec)
+        if cache.is_file() and not self.force:
+            data = json.loads(cache.read_text())
+            if data.get("produced_by") == settings:
+                self.metric_name = data["metric_name"]
+                return Point(**data)
+        point = self._measure(spec)
+        point.produced_by = settings
+        write_json_atomic(cache, asdict(point))
+        return point
+
+    def _measure(self, spec: PointSpec) -> Point:
+        from onnx_tokprune.evaluate import evaluate_artifact
+        from onnx_tokprune.runtime.session import PrunedSession
+
+        artifact = self.artifact(spec.checkpoint, spec.pruned, spec.int8)
+        session = PrunedSession(artifact, self.threads, self.kernel_library, spinning=False)
+        result = evaluate_artifact(session, self.split, self.metric, progress=self.progress, max_tokens=spec.max_tokens)
+        self.metric_name = result.main_metric
+        reference_gflops = self.reference_gflops()
+        ms, base_ms, ratio = self.latency(session, spec.max_tokens, spec.name)
+        if spec.method == BASELINE and not spec.int8:  # the reference itself: 1 by definition, not a noisy self-comparison
+            ms, ratio = base_ms, 1.0
+        layers = session.artifact.hf_config.get("num_hidden_layers") if spec.method == FEWER_LAYERS else None
+        return Point(
+            name=spec.name, method=spec.method, precision="int8" if spec.int8 else "fp32", metric_name=result.main_metric,
+            metric=100 * result.metrics[result.main_metric], relative_flops=result.analytic_gflops / reference_gflops,
+            latency_ratio=ratio, median_ms=ms, baseline_median_ms=base_ms, checkpoint=spec.checkpoint,
+            max_tokens=spec.max_tokens, layers=layers, kept_tokens=result.kept_tokens,
+        )
+
+    def reference_session(self):
+        from onnx_tokprune.runtime.session import PrunedSession
+
+        if self._reference is None:
+            self._reference = PrunedSession(self.artifact(self.baseline, False, False), self.threads, self.kernel_library, spinning=False)
+        return self._reference
+
+    def reference_gflops(self) -> float:
+        """Mean analytic GFLOPs of the baseline on the whole evaluation inputs."""
+        from onnx_tokprune.flops import EncoderShape
+
+        session = self.reference_session()
+        shape = EncoderShape.from_hf(session.artifact.hf_config)
+        lengths = [len(r[0]) for r in session.text_encoder.token_ids(self.split.examples)]
+        return sum(shape.flops(n) for n in lengths) / len(lengths) / 1e9
+
+    def lengths(self) -> list[int]:
+        return [len(r[0]) for r in self.reference_session().text_encoder.token_ids(self.split.examples)]
+
+    def latency(self, session, max_tokens: int | None, name: str) -> tuple[float, float, float]:
+        """(median ms of `session` on its inputs, median ms of the baseline on the whole inputs, Σ ratio), batch 1."""
+        import statistics
+
+        from onnx_tokprune.bench.timing import Runner, timed_chunks
+
+        reference = self.reference_session()
+        examples = self.split.examples[: self.samples]
+        full = [reference.text_encoder.pad([r]) for r in reference.text_encoder.token_ids(examples)]
+        mine = [session.text_encoder.pad([r]) for r in session.text_encoder.token_ids(examples, max_tokens)]
+        jobs = {
+            "baseline": [(Runner("baseline", reference.run), f) for f in full],
+            name: [(Runner(name, session.run), f) for f in mine],
+        }
+        timed = timed_chunks(jobs, self.repeats, f"latency {name}", self.progress)
+        ms = [t for t, _ in timed[name]]
+        base = [t for t, _ in timed["baseline"]]
+        return statistics.median(ms), statistics.median(base), sum(ms) / sum(base)
+
+
+def environment(threads: int, token_prune: str) -> dict:
+    import onnxruntime as ort
+
+    from onnx_tokprune.bench.timing import cpu_model, isa_flags
+
+    return {"cpu": cpu_model(), "machine": platform.machine(), "isa": isa_flags(), "threads": threads,
+            "onnxruntime": ort.__version__, "token_prune": token_prune}
+
+
+def markdown(frontier: Frontier) -> str:
+    """The frontier as a table (every point) and the best point per method within LOSS_BUDGET."""
+    ref = frontier.reference()
+    lines = [
+        f"| method | point | precision | {frontier.metric_name} | Δ vs fine-tuned | relative FLOPs | latency (rel.) | speedup |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    order = {m: i for i, m in enumerate((BASELINE, "calibrated", "LTP", "ToP", TRUNCATION, FEWER_LAYERS))}
+    for p in sorted(frontier.points, key=lambda p: (order.get(p.method, 99), p.precision, -p.latency_ratio)):
+        lines.append(
+            f"| {p.method} | {_detail(p)} | {p.precision} | {p.metric:.2f} | {p.metric - ref.metric:+.2f} | "
+            f"{p.relative_flops:.3f} | {p.latency_ratio:.3f} | {p.speedup:.2f}× |"
+        )
+    best = frontier.best()
+    lines += ["", f"Fastest point per method within {LOSS_BUDGET:g} point of the fine-tuned fp32 model ({ref.metric:.2f}):", ""]
+    if best:
+        lines += ["| method | precision | point | Δ | relative FLOPs | speedup |", "|---|---|---|---|---|---|"]
+        for p in sorted(best, key=lambda p: p.latency_ratio):
+            lines.append(f"| {p.method} | {p.precision} | {_detail(p)} | {p.metric - ref.metric:+.2f} | {p.relative_flops:.3f} | {p.speedup:.2f}× |")
+    else:
+        lines.append("none")
+    env = frontier.environment
+    lines += ["", f"CPU: {env['cpu']} ({env['machine']}; ISA: {', '.join(env['isa']) or 'baseline x86-64'}); {env['threads']} threads; "
+              f"onnxruntime {env['onnxruntime']}; TokenPrune: {env['token_prune']}; batch-1 latency on the first inputs of the data, "
+              "each point timed side by side with the fused unpruned fp32 model."]
+    if frontier.command:
+        lines.append(f"\nCommand: `{frontier.command}`")
+    return "\n".join(lines)
+
+
+def _detail(p: Point) -> str:
+    if p.method == BASELINE:
+        return f"unpruned ({Path(p.checkpoint).name})"
+    if p.method == TRUNCATION:
+        return f"first {p.max_tokens} tokens"
+    if p.method == FEWER_LAYERS:
+        return f"{p.layers} layers ({Path(p.checkpoint).name})"
+    return Path(p.checkpoint).name
+
+
+def plot(frontier: Frontier, path: str | os.PathLike) -> None:
+    """Two panels, metric against latency ratio and against relative FLOPs; one curve per method and
+    precision (INT8 dashed); the fine-tuned model as a star; the LOSS_BUDGET line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ref = frontier.reference()
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+    colors = {"calibrated": "tab:green", "LTP": "tab:red", "ToP": "tab:purple", TRUNCATION: "tab:gray", FEWER_LAYERS: "tab:brown", BASELINE: "tab:blue"}
+    for ax, (key, label) in zip(axes, (("latency_ratio", LATENCY_AXIS), ("relative_flops", FLOPS_AXIS))):
+        groups: dict[tuple[str, str], list[Point]] = {}
+        for p in frontier.points:
+            groups.setdefault((p.method, p.precision), []).append(p)
+        for (method, precision), pts in sorted(groups.items()):
+            pts = sorted(pts, key=lambda p: getattr(p, key))
+            style = "--" if precision == "int8" else "-"
+            marker = "*" if method == BASELINE else ("s" if precision == "int8" else "o")
+            ax.plot([getattr(p, key) for p in pts], [p.metric for p in pts], style, marker=marker, color=colors.get(method, "black"),
+                    markersize=11 if method == BASELINE else 6, label=f"{method} ({precision})")
+        ax.axhline(ref.metric - LOSS_BUDGET, color="black", linewidth=0.8, linestyle=":", label=f"fine-tuned − {LOSS_BUDGET:g} point")
+        ax.set_xlabel(label)
+        ax.set_xlim(0, max(1.05, 1.05 * max(getattr(p, key) for p in frontier.points)))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"{frontier.metric_name} (%)")
+    axes[0].legend(fontsize=7, loc="lower right")
+    env = frontier.environment
+    fig.suptitle(f"{frontier.task}: {env['cpu']}, {env['threads']} threads", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write(frontier: Frontier, output: str | os.PathLike) -> list[Path]:
+    """frontier.json, frontier.md and frontier.png in `output`, each written whole (atomically)."""
+    import tempfile
+
+    from onnx_tokprune.io import chmod_default, write_json_atomic, write_text_atomic
+
+    output = Path(output)
+    write_json_atomic(output / MARKER, frontier.to_json())
+    write_text_atomic(output / "frontier.md", markdown(frontier) + "\n")
+    with tempfile.NamedTemporaryFile(dir=output, suffix=".png", delete=False) as tmp:
+        pass
+    try:
+        plot(frontier, tmp.name)
+        os.replace(tmp.name, output / "frontier.png")
+        chmod_default(output / "frontier.png")
+    finally:
+        if os.path.exists(tmp.name):
+            os.unlink(tmp.name)
+    return [output / MARKER, output / "frontier.md", output / "frontier.png"]

@@ -1,0 +1,136 @@
+"""The frontier command on tiny models: points per method and precision, the files, the axes, reuse,
+and the refusals; the truncation and fewer-layers options it builds on."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import assert_one_line_error, make_small_glue
+from onnx_tokprune.cli import main
+
+DATA = ["--task", "sst2"]
+
+
+def invoke(args, ok: bool = True):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def models(tiny_checkpoint, tmp_path_factory):
+    """The tiny 4-layer classifier as the fine-tuned baseline, two calibrated targets and a 2-layer model."""
+    root = tmp_path_factory.mktemp("frontier_models")
+    glue = make_small_glue(root / "glue")
+    data = [*DATA, "--data-dir", glue]
+    for flops in ("0.6", "0.8"):
+        invoke(["calibrate", "--model", tiny_checkpoint, *data, "--samples", 16, "--flops", flops, "--output", root / f"cal{flops[2:]}"])
+    invoke(["train", "finetune", "--model", tiny_checkpoint, *data, "--num-layers", 2, "--epochs", 1, "--max-train-samples", 16,
+            "--batch-size", 8, "--max-length", 64, "--output", root / "layers2"])
+    return root, glue
+
+
+def test_finetune_keeps_the_first_layers(models):
+    root, _ = models
+    assert json.loads((root / "layers2" / "config.json").read_text())["num_hidden_layers"] == 2
+
+
+def test_finetune_refuses_more_layers_than_the_checkpoint_has(tiny_checkpoint, tmp_path):
+    glue = make_small_glue(tmp_path / "glue")
+    result = invoke(["train", "finetune", "--model", tiny_checkpoint, *DATA, "--data-dir", glue, "--num-layers", 9,
+                     "--output", tmp_path / "out"], ok=False)
+    assert_one_line_error(result, "has 4 layers", "1 to 4, got 9")
+    assert not (tmp_path / "out").exists()
+
+
+def test_eval_max_tokens_cuts_inputs_and_counts_flops_against_whole_inputs(tiny_checkpoint, tmp_path):
+    glue = make_small_glue(tmp_path / "glue")
+    whole, cut = tmp_path / "whole.json", tmp_path / "cut.json"
+    invoke(["eval", "--model", tiny_checkpoint, *DATA, "--data-dir", glue, "--json", whole])
+    invoke(["eval", "--model", tiny_checkpoint, *DATA, "--data-dir", glue, "--max-tokens", 8, "--json", cut])
+    full, short = json.loads(whole.read_text())[0], json.loads(cut.read_text())[0]
+    assert full["relative_flops"] == 1.0 and full["max_tokens"] is None
+    assert short["max_tokens"] == 8 and short["mean_tokens"] <= 8 < full["mean_tokens"]
+    assert short["relative_flops"] == pytest.approx(short["analytic_gflops"] / full["analytic_gflops"], rel=1e-9)
+    assert short["relative_flops"] < 0.5
+
+
+def test_eval_max_tokens_too_small_is_one_line(tiny_checkpoint, tmp_path):
+    glue = make_small_glue(tmp_path / "glue")
+    result = invoke(["eval", "--model", tiny_checkpoint, *DATA, "--data-dir", glue, "--max-tokens", 2], ok=False)
+    assert_one_line_error(result, "--max-tokens", "at least 4")
+
+
+def frontier_args(root, glue, out, *extra):
+    return ["frontier", "--baseline", root.parent / "baseline", "--model", root / "cal6", "--model", root / "cal8",
+            "--model", root / "layers2", *DATA, "--data-dir", glue, "--samples", 6, "--repeats", 1, "--threads", 1,
+            "--output", out, *extra]
+
+
+@pytest.fixture(scope="module")
+def frontier(models, tiny_checkpoint):
+    root, glue = models
+    shutil.copytree(tiny_checkpoint, root.parent / "baseline", dirs_exist_ok=True)
+    out = root / "frontier"
+    result = invoke(frontier_args(root, glue, out, "--truncate", "auto", "--truncate", 12))
+    return out, result.output
+
+
+def test_frontier_writes_every_method_at_both_precisions(frontier):
+    out, output = frontier
+    data = json.loads((out / "frontier.json").read_text())
+    points = data["points"]
+    methods = {(p["method"], p["precision"]) for p in points}
+    expected = {"fine-tuned", "calibrated", "fewer layers", "truncation"}
+    assert methods == {(m, precision) for m in expected for precision in ("fp32", "int8")}
+    by_name = {(p["name"], p["precision"]): p for p in points}
+    reference = by_name["fine-tuned", "fp32"]
+    assert reference["relative_flops"] == pytest.approx(1.0) and reference["latency_ratio"] == 1.0
+    assert by_name["cal6", "fp32"]["relative_flops"] < by_name["cal8", "fp32"]["relative_flops"] < 1
+    assert by_name["cal6", "fp32"]["kept_tokens"]
+    assert 0.3 < by_name["layers2", "fp32"]["relative_flops"] < 0.6 and by_name["layers2", "fp32"]["layers"] == 2
+    truncated = [p for p in points if p["method"] == "truncation" and p["precision"] == "fp32"]
+    assert 12 in {p["max_tokens"] for p in truncated} and len(truncated) >= 2
+    for p in truncated:  # 'auto' picks lengths whose FLOPs are those of the calibrated points
+        assert p["relative_flops"] < 1
+    auto = sorted(p["relative_flops"] for p in truncated if p["max_tokens"] != 12)
+    assert auto and min(abs(a - by_name["cal6", "fp32"]["relative_flops"]) for a in auto) < 0.1
+    for p in points:
+        assert p["latency_ratio"] > 0 and p["median_ms"] > 0 and 0 <= p["metric"] <= 100 and p["metric_name"] == "accuracy"
+    assert data["axes"] == [{"x": "batch-1 latency relative to the fused unpruned fp32 model"}, {"x": "relative FLOPs (1 = unpruned)"}]
+    assert data["environment"]["threads"] == 1 and "tokprune frontier --baseline" in data["command"]
+    md = (out / "frontier.md").read_text()
+    assert "| method | point | precision | accuracy |" in md and "Fastest point per method within 1 point" in md
+    assert "first 12 tokens" in md and "2 layers (layers2)" in md
+    assert (out / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "wrote" in output and str(out / "frontier.png") in output
+
+
+def test_frontier_reuses_measured_points(frontier, models):
+    out, _ = frontier
+    root, glue = models
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "points").iterdir()}
+    invoke(frontier_args(root, glue, out, "--truncate", 12, "--truncate", 20, "--no-int8"))
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "points").iterdir()}
+    assert set(after) - set(before) == {"truncate-20.json"}
+    assert all(after[name] == stamp for name, stamp in before.items())
+    data = json.loads((out / "frontier.json").read_text())
+    assert {p["precision"] for p in data["points"]} == {"fp32"}
+
+
+def test_frontier_refuses_a_pruned_baseline_and_an_unclassifiable_model(models, tiny_checkpoint, tmp_path):
+    root, glue = models
+    result = invoke(["frontier", "--baseline", root / "cal6", *DATA, "--data-dir", glue, "--output", tmp_path / "f"], ok=False)
+    assert_one_line_error(result, "--baseline is the fine-tuned, unpruned checkpoint")
+    result = invoke(["frontier", "--baseline", tiny_checkpoint, "--model", tiny_checkpoint, *DATA, "--data-dir", glue,
+                     "--output", tmp_path / "f"], ok=False)
+    assert_one_line_error(result, "neither prunes", "--num-layers")
+    result = invoke(["frontier", "--baseline", tiny_checkpoint, "--truncate", "many", *DATA, "--data-dir", glue,
+                     "--output", tmp_path / "f"], ok=False)
+    assert_one_line_error(result, "--truncate", "'auto'")
+    assert not (tmp_path / "f").exists()

