@@ -18,7 +18,8 @@ import onnxruntime as ort
 
 from onnx_tokprune.data.text import read_texts
 from onnx_tokprune.runtime.kernel import find_kernel
-from onnx_tokprune.runtime.session import MODEL_FILE, PrunedSession, session_options
+from onnx_tokprune.artifact import MODEL_FILE
+from onnx_tokprune.runtime.session import PrunedSession, session_options
 
 
 def main() -> None:
