@@ -134,3 +134,9 @@ def test_frontier_refuses_a_pruned_baseline_and_an_unclassifiable_model(models, 
                      "--output", tmp_path / "f"], ok=False)
     assert_one_line_error(result, "--truncate", "'auto'")
     assert not (tmp_path / "f").exists()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    result = invoke(["frontier", "--baseline", tiny_checkpoint, *DATA, "--data-dir", glue, "--output", other, "--force"], ok=False)
+    assert_one_line_error(result, str(other))
+    assert [p.name for p in other.iterdir()] == ["notes.txt"]
