@@ -651,6 +651,7 @@ def top_command(model, source, train_file, validation_file, problem_type, metric
 @click.option("--baseline", required=True, type=click.Path(), help="The fine-tuned, unpruned checkpoint: the reference (latency 1, FLOPs 1).")
 @click.option("--model", "models", multiple=True, type=click.Path(), help="A pruned checkpoint (calibrated, LTP, ToP) or one fine-tuned with fewer layers (finetune --num-layers); repeat.")
 @click.option("--truncate", "truncations", multiple=True, help="Cut the baseline's inputs to N tokens (repeat); 'auto': one N per pruned checkpoint, at its FLOPs.")
+@click.option("--truncated", "truncated_models", multiple=True, metavar="CHECKPOINT:N", help="A checkpoint fine-tuned on inputs cut to N tokens (finetune --max-length N), run on inputs cut to N: truncation-aware fine-tuning; repeat.")
 @_data_options("eval")
 @click.option("--samples", type=int, default=200, show_default=True, help="Inputs timed at batch 1 (the first N of the data).")
 @click.option("--repeats", type=int, default=5, show_default=True, help="Runs per input (median taken).")
@@ -659,14 +660,19 @@ def top_command(model, source, train_file, validation_file, problem_type, metric
 @click.option("--output", required=True, type=click.Path(), help="The frontier's directory: points/, artifacts/, frontier.json, .md, .png. Reused: a point whose inputs are unchanged is not measured again.")
 @click.option("--force", is_flag=True, help="Measure every point again.")
 @_kernel_option
-def frontier_command(baseline, models, truncations, source, data_file, metric, samples, repeats, threads, int8, output, force, kernel):
+def frontier_command(baseline, models, truncations, truncated_models, source, data_file, metric, samples, repeats, threads, int8, output, force, kernel):
     """Metric against measured latency and FLOPs: pruned checkpoints beside truncation and fewer layers."""
     from onnx_tokprune.architectures import spec_for
     from onnx_tokprune.config import CONFIG_NAME
     from onnx_tokprune.data.source import load_split
     from onnx_tokprune.flops import EncoderShape
+    import shlex
+
+    import torch
+
     from onnx_tokprune.frontier import (
-        BASELINE, FEWER_LAYERS, TRUNCATION, Frontier, FrontierRun, PointSpec, classify_checkpoint, environment, truncation_for_flops, write,
+        BASELINE, FEWER_LAYERS, TRUNCATION, TRUNCATION_TRAINED, Frontier, FrontierRun, PointSpec, classify_checkpoint, environment,
+        truncation_for_flops, write,
     )
     from onnx_tokprune.modeling import check_checkpoint
 
@@ -678,8 +684,12 @@ def frontier_command(baseline, models, truncations, source, data_file, metric, s
         if value != "auto" and not (value.isdigit() and int(value) >= 4):
             raise click.BadParameter(f"{value!r}: give a number of tokens (at least 4) or 'auto'", param_hint="--truncate")
         lengths += [] if value == "auto" else [int(value)]
-    import torch
-
+    cut_models = []
+    for value in truncated_models:
+        path, _, tokens = value.rpartition(":")
+        if not path or not (tokens.isdigit() and int(tokens) >= 4):
+            raise click.BadParameter(f"{value!r}: give CHECKPOINT:N, N the tokens it was fine-tuned on (at least 4)", param_hint="--truncated")
+        cut_models.append((path, int(tokens)))
     torch.set_num_threads(threads)  # exports and tokenizing run beside the timed sessions: keep to the same cores
     hf = check_checkpoint(baseline, "trained")
     if (Path(baseline) / CONFIG_NAME).is_file():
@@ -692,21 +702,26 @@ def frontier_command(baseline, models, truncations, source, data_file, metric, s
         if any(s.name == name for s in specs):
             raise click.UsageError(f"two --model directories are named {name}: give each point a distinct directory name")
         specs.append(PointSpec(name, method, str(model), pruned=pruned))
+    for model, tokens in cut_models:
+        check_checkpoint(model, "trained")
+        name = Path(model).resolve().name
+        if (Path(model) / CONFIG_NAME).is_file() or any(s.name == name for s in specs):
+            raise click.UsageError(f"--truncated {model}: give an unpruned checkpoint whose directory name no other point has")
+        specs.append(PointSpec(name, TRUNCATION_TRAINED, str(model), max_tokens=tokens))
     split = load_split(source, data_file, "validation", need_labels=True)
     data_key = " ".join(_source_args(source) + ([str(Path(data_file).resolve())] if data_file else []))
     run = FrontierRun(output, baseline, split, samples, repeats, threads, _kernel_choice(kernel), force, data_key=data_key, metric=metric)
     points = [run.measure(s) for s in specs]
     if "auto" in truncations:
         shape = EncoderShape.from_hf(run.reference_session().artifact.hf_config)
-        lengths += truncation_for_flops(run.lengths(), shape, [p.relative_flops for p in points if p.method not in (BASELINE, FEWER_LAYERS)])
+        pruned = [p.relative_flops for p in points if p.method not in (BASELINE, FEWER_LAYERS, TRUNCATION_TRAINED)]
+        lengths += truncation_for_flops(run.lengths(), shape, pruned)
     specs += [PointSpec(f"truncate-{k}", TRUNCATION, baseline, max_tokens=k) for k in sorted(set(lengths))]
     points += [run.measure(s) for s in specs[len(points):]]
     if int8:
         points += [run.measure(PointSpec(**{**s.__dict__, "int8": True})) for s in specs]
-    import shlex
-
     args = ["tokprune", "frontier", "--baseline", str(baseline), *(a for m in models for a in ("--model", str(m)))]
-    args += [a for t in truncations for a in ("--truncate", t)] + _source_args(source) + (["--data", str(data_file)] if data_file else [])
+    args += [a for t in truncations for a in ("--truncate", t)] + [a for t in truncated_models for a in ("--truncated", t)] + _source_args(source) + (["--data", str(data_file)] if data_file else [])
     args += [f"--samples={samples}", f"--repeats={repeats}", f"--threads={threads}", "--int8" if int8 else "--no-int8", "--output", str(output)]
     frontier = Frontier(
         task=split.name, metric_name=run.metric_name, baseline=str(baseline), points=points,

@@ -5,6 +5,7 @@ A point is one deployable graph (an artifact directory) and the inputs it reads:
 - ``fine-tuned``: the baseline checkpoint, unpruned and fused (the reference: latency 1, FLOPs 1);
 - ``calibrated`` / ``LTP`` / ``ToP`` (any pruned checkpoint, by its tokprune.json `method`): its fused artifact;
 - ``truncation``: the baseline's artifact on inputs cut to k tokens (no training);
+- ``truncation (fine-tuned)``: a checkpoint fine-tuned on inputs cut to k, run on inputs cut to k;
 - ``fewer layers``: a checkpoint with fewer encoder layers than the baseline (`tokprune-train finetune
   --num-layers m`), unpruned and fused;
 and, with `int8`, each of them again as dynamic INT8 (the portable setting: correct on any x86-64 CPU).
@@ -34,6 +35,7 @@ from onnx_tokprune.errors import CheckpointError
 METHOD_LABELS = {"calibrated": "calibrated", "ltp": "LTP", "top": "ToP"}
 """tokprune.json `method` -> the curve a pruned checkpoint belongs to (other methods keep their name)."""
 BASELINE, TRUNCATION, FEWER_LAYERS = "fine-tuned", "truncation", "fewer layers"
+TRUNCATION_TRAINED = "truncation (fine-tuned)"
 LATENCY_AXIS = "batch-1 latency relative to the fused unpruned fp32 model"
 FLOPS_AXIS = "relative FLOPs (1 = unpruned)"
 LOSS_BUDGET = 1.0
@@ -289,7 +291,7 @@ def markdown(frontier: Frontier) -> str:
         f"| method | point | precision | {frontier.metric_name} | Δ vs fine-tuned | relative FLOPs | latency (rel.) | speedup |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    order = {m: i for i, m in enumerate((BASELINE, "calibrated", "LTP", "ToP", TRUNCATION, FEWER_LAYERS))}
+    order = {m: i for i, m in enumerate((BASELINE, "calibrated", "LTP", "ToP", TRUNCATION, TRUNCATION_TRAINED, FEWER_LAYERS))}
     for p in sorted(frontier.points, key=lambda p: (order.get(p.method, 99), p.precision, -p.latency_ratio)):
         lines.append(
             f"| {p.method} | {_detail(p)} | {p.precision} | {p.metric:.2f} | {p.metric - ref.metric:+.2f} | "
@@ -317,6 +319,8 @@ def _detail(p: Point) -> str:
         return f"unpruned ({Path(p.checkpoint).name})"
     if p.method == TRUNCATION:
         return f"first {p.max_tokens} tokens"
+    if p.method == TRUNCATION_TRAINED:
+        return f"first {p.max_tokens} tokens ({Path(p.checkpoint).name})"
     if p.method == FEWER_LAYERS:
         return f"{p.layers} layers ({Path(p.checkpoint).name})"
     return Path(p.checkpoint).name
@@ -332,7 +336,8 @@ def plot(frontier: Frontier, path: str | os.PathLike) -> None:
 
     ref = frontier.reference()
     fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
-    colors = {"calibrated": "tab:green", "LTP": "tab:red", "ToP": "tab:purple", TRUNCATION: "tab:gray", FEWER_LAYERS: "tab:brown", BASELINE: "tab:blue"}
+    colors = {"calibrated": "tab:green", "LTP": "tab:red", "ToP": "tab:purple", TRUNCATION: "tab:gray",
+              TRUNCATION_TRAINED: "tab:olive", FEWER_LAYERS: "tab:brown", BASELINE: "tab:blue"}
     for ax, (key, label) in zip(axes, (("latency_ratio", LATENCY_AXIS), ("relative_flops", FLOPS_AXIS))):
         groups: dict[tuple[str, str], list[Point]] = {}
         for p in frontier.points:

@@ -32,6 +32,8 @@ def models(tiny_checkpoint, tmp_path_factory):
         invoke(["calibrate", "--model", tiny_checkpoint, *data, "--samples", 16, "--flops", flops, "--output", root / f"cal{flops[2:]}"])
     invoke(["train", "finetune", "--model", tiny_checkpoint, *data, "--num-layers", 2, "--epochs", 1, "--max-train-samples", 16,
             "--batch-size", 8, "--max-length", 64, "--output", root / "layers2"])
+    invoke(["train", "finetune", "--model", tiny_checkpoint, *data, "--epochs", 1, "--max-train-samples", 16,
+            "--batch-size", 8, "--max-length", 10, "--output", root / "cut10"])
     return root, glue
 
 
@@ -77,7 +79,7 @@ def frontier(models, tiny_checkpoint):
     root, glue = models
     shutil.copytree(tiny_checkpoint, root.parent / "baseline", dirs_exist_ok=True)
     out = root / "frontier"
-    result = invoke(frontier_args(root, glue, out, "--truncate", "auto", "--truncate", 12))
+    result = invoke(frontier_args(root, glue, out, "--truncate", "auto", "--truncate", 12, "--truncated", f"{root / 'cut10'}:10"))
     return out, result.output
 
 
@@ -86,7 +88,7 @@ def test_frontier_writes_every_method_at_both_precisions(frontier):
     data = json.loads((out / "frontier.json").read_text())
     points = data["points"]
     methods = {(p["method"], p["precision"]) for p in points}
-    expected = {"fine-tuned", "calibrated", "fewer layers", "truncation"}
+    expected = {"fine-tuned", "calibrated", "fewer layers", "truncation", "truncation (fine-tuned)"}
     assert methods == {(m, precision) for m in expected for precision in ("fp32", "int8")}
     by_name = {(p["name"], p["precision"]): p for p in points}
     reference = by_name["fine-tuned", "fp32"]
@@ -100,13 +102,15 @@ def test_frontier_writes_every_method_at_both_precisions(frontier):
         assert p["relative_flops"] < 1
     auto = sorted(p["relative_flops"] for p in truncated if p["max_tokens"] != 12)
     assert auto and min(abs(a - by_name["cal6", "fp32"]["relative_flops"]) for a in auto) < 0.1
+    cut = by_name["cut10", "fp32"]
+    assert cut["max_tokens"] == 10 and cut["relative_flops"] < by_name["truncate-12", "fp32"]["relative_flops"]
     for p in points:
         assert p["latency_ratio"] > 0 and p["median_ms"] > 0 and 0 <= p["metric"] <= 100 and p["metric_name"] == "accuracy"
     assert data["axes"] == [{"x": "batch-1 latency relative to the fused unpruned fp32 model"}, {"x": "relative FLOPs (1 = unpruned)"}]
     assert data["environment"]["threads"] == 1 and "tokprune frontier --baseline" in data["command"]
     md = (out / "frontier.md").read_text()
     assert "| method | point | precision | accuracy |" in md and "Fastest point per method within 1 point" in md
-    assert "first 12 tokens" in md and "2 layers (layers2)" in md
+    assert "first 12 tokens" in md and "2 layers (layers2)" in md and "first 10 tokens (cut10)" in md
     assert (out / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "wrote" in output and str(out / "frontier.png") in output
 
@@ -133,6 +137,12 @@ def test_frontier_refuses_a_pruned_baseline_and_an_unclassifiable_model(models, 
     result = invoke(["frontier", "--baseline", tiny_checkpoint, "--truncate", "many", *DATA, "--data-dir", glue,
                      "--output", tmp_path / "f"], ok=False)
     assert_one_line_error(result, "--truncate", "'auto'")
+    result = invoke(["frontier", "--baseline", tiny_checkpoint, "--truncated", root / "cal6", *DATA, "--data-dir", glue,
+                     "--output", tmp_path / "f"], ok=False)
+    assert_one_line_error(result, "--truncated", "CHECKPOINT:N")
+    result = invoke(["frontier", "--baseline", tiny_checkpoint, "--truncated", f"{root / 'cal6'}:10", *DATA, "--data-dir", glue,
+                     "--output", tmp_path / "f"], ok=False)
+    assert_one_line_error(result, "--truncated", "unpruned checkpoint")
     assert not (tmp_path / "f").exists()
     other = tmp_path / "other"
     other.mkdir()

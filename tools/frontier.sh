@@ -3,7 +3,8 @@
 # the fine-tuned baseline (models/finetune_minilm_TASK.json), training-free calibration at each of
 # TARGETS, every LTP / ToP recipe of the task (models/ltp_TASK*.json, models/top_TASK*.json: one file per
 # method x task x target), the first m layers fine-tuned (m in LAYERS, the same recipe with
-# --num-layers), truncation at the lengths whose FLOPs match the pruned points ('auto'), all as fp32 and INT8.
+# --num-layers), truncation at the lengths whose FLOPs match the pruned points ('auto'; with TRUNCATION_AWARE=1
+# also fine-tuned at those lengths), all as fp32 and INT8.
 # Incremental: a checkpoint that exists is not trained again, and the frontier command reuses every
 # point whose inputs are unchanged; delete a checkpoint (or pass --force to tokprune frontier) to redo it.
 # Usage: bash tools/frontier.sh TASK   (e.g. mrpc; TARGETS="0.6 0.45 0.3" LAYERS="2 3 4 5" by default)
@@ -44,3 +45,13 @@ for m in $LAYERS; do
   models+=(--model $CKPT/layers$m)
 done
 tokprune frontier --baseline $CKPT/finetuned "${models[@]}" --truncate auto --task "$TASK" --output "$OUT"
+# TRUNCATION_AWARE=1: also fine-tune at each truncation length the frontier chose (the same recipe with
+# --max-length k), then redo the frontier (every other point is reused)
+if [ "${TRUNCATION_AWARE:-0}" = 1 ]; then
+  truncated=()
+  for k in $(python -c "import json; print(*sorted({p['max_tokens'] for p in json.load(open('$OUT/frontier.json'))['points'] if p['method'] == 'truncation'}))"); do
+    [ -d $CKPT/truncated$k ] || tokprune-train finetune --recipe "$RECIPE" --model "$MODEL" --max-length "$k" --output $CKPT/truncated$k
+    truncated+=(--truncated "$CKPT/truncated$k:$k")
+  done
+  tokprune frontier --baseline $CKPT/finetuned "${models[@]}" --truncate auto "${truncated[@]}" --task "$TASK" --output "$OUT"
+fi
