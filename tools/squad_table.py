@@ -39,7 +39,7 @@ def main(names: list[str]) -> None:
         if bench:
             speed = {v["variant"]: v for v in bench["results"][0]["variants"]}
         for r in rows + protected + int8:
-            source = r["source"] + (" INT8" if r in int8 else "")
+            source = r["source"] + (" INT8" if r in int8 else "") + (", question protected" if r in protected else "")
             kept = ", ".join(f"L{k}: {v:.1f}" for k, v in r["kept_tokens"].items())
             fp32 = f"{speed['pruned fp32']['speedup']:.2f}× / {speed['pruned fp32']['batch8_speedup']:.2f}×" if speed and r["source"] == "onnxruntime" and r not in int8 else ""
             q8 = f"{speed['pruned int8']['speedup']:.2f}× / {speed['pruned int8']['batch8_speedup']:.2f}×" if speed and r in int8 else ""
