@@ -361,6 +361,46 @@ inline void ContextTile(const float* probs, const float* values, int64_t n, int6
   for (int t = 0; t < T; ++t) Store(out + d0 + t * kBlock, acc[t]);
 }
 
+// LogitTile for Q queries at once: each key vector is loaded once for all Q (at long lengths K no
+// longer fits in L1, and one query per pass streamed it from L2 each time). Every logit is still its
+// own sum over d in order, so the results are bit-identical to LogitTile's.
+template <int Q, int T>
+inline void LogitTiles(const float* const* q, const float* keys_t, int64_t m, int64_t dh, int64_t c0, float* const* logits) {
+  Vec acc[Q][T] = {};
+  for (int64_t d = 0; d < dh; ++d) {
+    const float* kd = keys_t + d * m + c0;
+    Vec kv[T];
+    for (int t = 0; t < T; ++t) kv[t] = Load(kd + t * kBlock);
+    for (int j = 0; j < Q; ++j) {
+      const Vec qd = Vec{} + q[j][d];
+      for (int t = 0; t < T; ++t) acc[j][t] += qd * kv[t];
+    }
+  }
+  for (int j = 0; j < Q; ++j) {
+    for (int t = 0; t < T; ++t) Store(logits[j] + c0 + t * kBlock, acc[j][t]);
+  }
+}
+
+// ContextTile for Q queries at once (each value vector loaded once for all Q; bit-identical sums).
+template <int Q, int T>
+inline void ContextTiles(const float* const* probs, const float* values, int64_t n, int64_t dh, int64_t d0, float* const* out) {
+  Vec acc[Q][T] = {};
+  for (int64_t c = 0; c < n; ++c) {
+    const float* vc = values + c * dh + d0;
+    Vec vv[T];
+    for (int t = 0; t < T; ++t) vv[t] = Load(vc + t * kBlock);
+    for (int j = 0; j < Q; ++j) {
+      const Vec pc = Vec{} + probs[j][c];
+      for (int t = 0; t < T; ++t) acc[j][t] += pc * vv[t];
+    }
+  }
+  for (int j = 0; j < Q; ++j) {
+    for (int t = 0; t < T; ++t) Store(out[j] + d0 + t * kBlock, acc[j][t]);
+  }
+}
+
+constexpr int64_t kQueries = 4;  // queries per pass over K and V
+
 // max and sum of x[0, n) in kBlock lanes (a sequential reduction is bound by the latency of each step)
 inline float LaneMax(const float* x, int64_t n) {
   Vec lanes = Vec{} - INFINITY;
@@ -395,8 +435,8 @@ struct HeadTask {
   std::atomic<bool> failed{false};  // an exception in a worker (no exception may leave the callback)
 };
 
-// The (row, head) pair `index` of `t`: K (transposed) and V of the kept keys packed, then per query
-// the logits, softmax and context in register tiles (LogitTile, ContextTile). On x86-64 an AVX2
+// The (row, head) pair `index` of `t`: K (transposed) and V of the kept keys packed, then per group of
+// kQueries queries the logits, softmax and context in register tiles (LogitTiles, ContextTiles). On x86-64 an AVX2
 // clone is picked at load time when the CPU has it.
 #if defined(__x86_64__) && defined(__GNUC__)
 __attribute__((target_clones("avx2", "default")))
@@ -422,7 +462,7 @@ void ComputeHead(const HeadTask& t, size_t index) {
     for (int64_t j = 0; j < S; ++j) keys.push_back(j);
   }
   const int64_t n = static_cast<int64_t>(keys.size()), m = (n + kBlock - 1) / kBlock * kBlock;
-  std::vector<float> kt(static_cast<size_t>(dh * m), 0.0f), v(static_cast<size_t>(n * dh)), p(static_cast<size_t>(m));
+  std::vector<float> kt(static_cast<size_t>(dh * m), 0.0f), v(static_cast<size_t>(n * dh)), p(static_cast<size_t>(kQueries * m));
   for (int64_t c = 0; c < n; ++c) {
     const float* src = base + keys[c] * row;
     for (int64_t d = 0; d < dh; ++d) kt[d * m + c] = src[D + h * dh + d];
@@ -430,37 +470,67 @@ void ComputeHead(const HeadTask& t, size_t index) {
   }
   std::vector<float> sums(static_cast<size_t>(n), 0.0f);  // what each kept key receives from the kept queries
   float* __restrict received = sums.data();
-  float* __restrict probs = p.data();
   const float* __restrict keys_t = kt.data();
   const float* __restrict values = v.data();
   const int64_t dh_blocked = dh / kBlock * kBlock;
-  for (int64_t i = 0; i < S; ++i) {
-    float* __restrict out = t.context + (b * S + i) * D + h * dh;
+  // kQueries queries at a time: their logits (each key block loaded once for all), then each one's
+  // softmax, then their contexts (each value row loaded once for all); a last partial group goes one
+  // query at a time. Every sum keeps its order, so the results do not depend on the grouping.
+  for (int64_t i0 = 0; i0 < S; i0 += kQueries) {
+    const int64_t group = std::min(kQueries, S - i0);
+    const float* q[kQueries];
+    float* probs[kQueries];
+    float* out[kQueries];
+    for (int64_t j = 0; j < group; ++j) {
+      q[j] = base + (i0 + j) * row + h * dh;
+      probs[j] = p.data() + j * m;
+      out[j] = t.context + (b * S + i0 + j) * D + h * dh;
+    }
     if (uniform) {
-      for (int64_t c = 0; c < n; ++c) probs[c] = 1.0f / static_cast<float>(n);
+      for (int64_t j = 0; j < group; ++j) {
+        for (int64_t c = 0; c < n; ++c) probs[j][c] = 1.0f / static_cast<float>(n);
+      }
     } else {
-      // q . k for a block of keys at a time, the block's sums held in registers across d
-      const float* q = base + i * row + h * dh;
-      int64_t c0 = 0;
-      for (; c0 + 4 * kBlock <= m; c0 += 4 * kBlock) LogitTile<4>(q, keys_t, m, dh, c0, probs);
-      for (; c0 < m; c0 += kBlock) LogitTile<1>(q, keys_t, m, dh, c0, probs);
-      for (int64_t c = 0; c < n; ++c) probs[c] /= sqrt_d;
-      const float top = LaneMax(probs, n);
-      for (int64_t c = 0; c < n; ++c) probs[c] = ExpNonPositive(probs[c] - top);
-      const float sum = LaneSum(probs, n);
-      for (int64_t c = 0; c < n; ++c) probs[c] /= sum;
+      if (group == kQueries) {
+        int64_t c0 = 0;
+        for (; c0 + 2 * kBlock <= m; c0 += 2 * kBlock) LogitTiles<kQueries, 2>(q, keys_t, m, dh, c0, probs);
+        for (; c0 < m; c0 += kBlock) LogitTiles<kQueries, 1>(q, keys_t, m, dh, c0, probs);
+      } else {
+        for (int64_t j = 0; j < group; ++j) {
+          int64_t c0 = 0;
+          for (; c0 + 4 * kBlock <= m; c0 += 4 * kBlock) LogitTile<4>(q[j], keys_t, m, dh, c0, probs[j]);
+          for (; c0 < m; c0 += kBlock) LogitTile<1>(q[j], keys_t, m, dh, c0, probs[j]);
+        }
+      }
+      for (int64_t j = 0; j < group; ++j) {
+        float* __restrict row_probs = probs[j];
+        for (int64_t c = 0; c < n; ++c) row_probs[c] /= sqrt_d;
+        const float top = LaneMax(row_probs, n);
+        for (int64_t c = 0; c < n; ++c) row_probs[c] = ExpNonPositive(row_probs[c] - top);
+        const float sum = LaneSum(row_probs, n);
+        for (int64_t c = 0; c < n; ++c) row_probs[c] /= sum;
+      }
     }
-    // p . V for a block of head columns at a time, held in registers across the keys
-    int64_t d0 = 0;
-    for (; d0 + 4 * kBlock <= dh_blocked; d0 += 4 * kBlock) ContextTile<4>(probs, values, n, dh, d0, out);
-    for (; d0 < dh_blocked; d0 += kBlock) ContextTile<1>(probs, values, n, dh, d0, out);
-    for (int64_t d = dh_blocked; d < dh; ++d) {
-      float acc = 0.0f;
-      for (int64_t c = 0; c < n; ++c) acc += probs[c] * values[c * dh + d];
-      out[d] = acc;
+    if (group == kQueries) {
+      int64_t d0 = 0;
+      for (; d0 + 2 * kBlock <= dh_blocked; d0 += 2 * kBlock) ContextTiles<kQueries, 2>(probs, values, n, dh, d0, out);
+      for (; d0 < dh_blocked; d0 += kBlock) ContextTiles<kQueries, 1>(probs, values, n, dh, d0, out);
+    } else {
+      for (int64_t j = 0; j < group; ++j) {
+        int64_t d0 = 0;
+        for (; d0 + 4 * kBlock <= dh_blocked; d0 += 4 * kBlock) ContextTile<4>(probs[j], values, n, dh, d0, out[j]);
+        for (; d0 < dh_blocked; d0 += kBlock) ContextTile<1>(probs[j], values, n, dh, d0, out[j]);
+      }
     }
-    if (mk[i] == 1 && !uniform) {
-      for (int64_t c = 0; c < n; ++c) received[c] += probs[c];
+    for (int64_t j = 0; j < group; ++j) {
+      for (int64_t d = dh_blocked; d < dh; ++d) {
+        float acc = 0.0f;
+        for (int64_t c = 0; c < n; ++c) acc += probs[j][c] * values[c * dh + d];
+        out[j][d] = acc;
+      }
+      if (mk[i0 + j] == 1 && !uniform) {
+        for (int64_t c = 0; c < n; ++c) received[c] += probs[j][c];
+      }
     }
   }
   if (!uniform) {
