@@ -336,34 +336,9 @@ inline Vec Load(const float* p) {
 
 inline void Store(float* p, Vec v) { std::memcpy(p, &v, sizeof(v)); }
 
-// The unscaled logits q . k of keys [c0, c0 + T * kBlock) (K transposed, row stride m), each summed
-// over d in order; T vectors of sums stay in registers (T independent adds hide their latency).
-template <int T>
-inline void LogitTile(const float* q, const float* keys_t, int64_t m, int64_t dh, int64_t c0, float* logits) {
-  Vec acc[T] = {};
-  for (int64_t d = 0; d < dh; ++d) {
-    const Vec qd = Vec{} + q[d];
-    const float* kd = keys_t + d * m + c0;
-    for (int t = 0; t < T; ++t) acc[t] += qd * Load(kd + t * kBlock);
-  }
-  for (int t = 0; t < T; ++t) Store(logits + c0 + t * kBlock, acc[t]);
-}
-
-// Context columns [d0, d0 + T * kBlock) of one query: sum over the n kept keys of p_c v_c, in key order.
-template <int T>
-inline void ContextTile(const float* probs, const float* values, int64_t n, int64_t dh, int64_t d0, float* out) {
-  Vec acc[T] = {};
-  for (int64_t c = 0; c < n; ++c) {
-    const Vec pc = Vec{} + probs[c];
-    const float* vc = values + c * dh + d0;
-    for (int t = 0; t < T; ++t) acc[t] += pc * Load(vc + t * kBlock);
-  }
-  for (int t = 0; t < T; ++t) Store(out + d0 + t * kBlock, acc[t]);
-}
-
-// LogitTile for Q queries at once: each key vector is loaded once for all Q (at long lengths K no
-// longer fits in L1, and one query per pass streamed it from L2 each time). Every logit is still its
-// own sum over d in order, so the results are bit-identical to LogitTile's.
+// The unscaled logits q . k of Q queries for keys [c0, c0 + T * kBlock) (K transposed, row stride m),
+// each summed over d in order; Q * T vectors of sums stay in registers. Each key vector is loaded once
+// for all Q queries (at long lengths K does not fit in L1); the grouping does not change any sum.
 template <int Q, int T>
 inline void LogitTiles(const float* const* q, const float* keys_t, int64_t m, int64_t dh, int64_t c0, float* const* logits) {
   Vec acc[Q][T] = {};
@@ -381,7 +356,8 @@ inline void LogitTiles(const float* const* q, const float* keys_t, int64_t m, in
   }
 }
 
-// ContextTile for Q queries at once (each value vector loaded once for all Q; bit-identical sums).
+// Context columns [d0, d0 + T * kBlock) of Q queries: sum over the n kept keys of p_c v_c, in key order
+// (each value vector loaded once for all Q).
 template <int Q, int T>
 inline void ContextTiles(const float* const* probs, const float* values, int64_t n, int64_t dh, int64_t d0, float* const* out) {
   Vec acc[Q][T] = {};
@@ -498,8 +474,8 @@ void ComputeHead(const HeadTask& t, size_t index) {
       } else {
         for (int64_t j = 0; j < group; ++j) {
           int64_t c0 = 0;
-          for (; c0 + 4 * kBlock <= m; c0 += 4 * kBlock) LogitTile<4>(q[j], keys_t, m, dh, c0, probs[j]);
-          for (; c0 < m; c0 += kBlock) LogitTile<1>(q[j], keys_t, m, dh, c0, probs[j]);
+          for (; c0 + 4 * kBlock <= m; c0 += 4 * kBlock) LogitTiles<1, 4>(&q[j], keys_t, m, dh, c0, &probs[j]);
+          for (; c0 < m; c0 += kBlock) LogitTiles<1, 1>(&q[j], keys_t, m, dh, c0, &probs[j]);
         }
       }
       for (int64_t j = 0; j < group; ++j) {
@@ -518,8 +494,8 @@ void ComputeHead(const HeadTask& t, size_t index) {
     } else {
       for (int64_t j = 0; j < group; ++j) {
         int64_t d0 = 0;
-        for (; d0 + 4 * kBlock <= dh_blocked; d0 += 4 * kBlock) ContextTile<4>(probs[j], values, n, dh, d0, out[j]);
-        for (; d0 < dh_blocked; d0 += kBlock) ContextTile<1>(probs[j], values, n, dh, d0, out[j]);
+        for (; d0 + 4 * kBlock <= dh_blocked; d0 += 4 * kBlock) ContextTiles<1, 4>(&probs[j], values, n, dh, d0, &out[j]);
+        for (; d0 < dh_blocked; d0 += kBlock) ContextTiles<1, 1>(&probs[j], values, n, dh, d0, &out[j]);
       }
     }
     for (int64_t j = 0; j < group; ++j) {

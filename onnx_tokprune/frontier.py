@@ -169,6 +169,7 @@ class FrontierRun:
         self.metric_name = metric or ""
         """The main metric's name, known once a point is measured."""
         self._reference = None
+        self._lengths: list[int] | None = None
 
     def settings(self, spec: PointSpec) -> dict:
         return {
@@ -180,6 +181,7 @@ class FrontierRun:
     def artifact(self, checkpoint: str, pruned: bool, int8: bool) -> Path:
         """The fused (and INT8) artifact of `checkpoint` under <output>/artifacts, exported once."""
         from onnx_tokprune.export.exporter import export_artifact
+        from onnx_tokprune.io import write_json_atomic
         from onnx_tokprune.modeling import load_pruned, wrap
 
         import hashlib
@@ -195,8 +197,6 @@ class FrontierRun:
         if not pruned:
             encoder = wrap(encoder.model, None, "drop")
         export_artifact(encoder, checkpoint, path, force=True, int8=int8, optimize=True, int8_setting="portable")
-        from onnx_tokprune.io import write_json_atomic
-
         write_json_atomic(record, source)
         return path
 
@@ -247,13 +247,15 @@ class FrontierRun:
         """Mean analytic GFLOPs of the baseline on the whole evaluation inputs."""
         from onnx_tokprune.flops import EncoderShape
 
-        session = self.reference_session()
-        shape = EncoderShape.from_hf(session.artifact.hf_config)
-        lengths = [len(r[0]) for r in session.text_encoder.token_ids(self.split.examples)]
+        shape = EncoderShape.from_hf(self.reference_session().artifact.hf_config)
+        lengths = self.lengths()
         return sum(shape.flops(n) for n in lengths) / len(lengths) / 1e9
 
     def lengths(self) -> list[int]:
-        return [len(r[0]) for r in self.reference_session().text_encoder.token_ids(self.split.examples)]
+        """The whole evaluation inputs' token counts (tokenized once)."""
+        if self._lengths is None:
+            self._lengths = [len(r[0]) for r in self.reference_session().text_encoder.token_ids(self.split.examples)]
+        return self._lengths
 
     def latency(self, session, max_tokens: int | None, name: str) -> tuple[float, float, float]:
         """(median ms of `session` on its inputs, median ms of the baseline on the whole inputs, Σ ratio), batch 1."""
