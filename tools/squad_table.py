@@ -51,4 +51,4 @@ def main(names: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["squad_cal06", "squad_cal08", "squad_ltp05", "squad_top05"])
+    main(sys.argv[1:] or ["squad_cal06", "squad_cal08", "squad_ltp05", "squad_ltp08", "squad_top05", "squad_top08"])
