@@ -12,6 +12,7 @@ import numpy as np
 
 from onnx_tokprune.errors import InvalidTextError, ParityError, TokpruneError
 from onnx_tokprune.io import check_output_dir, check_output_file
+from onnx_tokprune.training.resume import DEFAULT_SAVE_STEPS
 
 # Fast tokenizers warn (and can deadlock) when the process later forks, e.g. for data loaders.
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -446,10 +447,17 @@ def _train_options(func):
         click.option("--max-length", type=int, default=128, show_default=True, help="Training truncation length."),
         click.option("--batch-size", type=int, default=32, show_default=True),
         click.option("--seed", type=int, default=42, show_default=True),
-        click.option("--force", is_flag=True, help="Replace --output if it exists."),
+        click.option("--force", is_flag=True, help="Replace --output if it exists; start over instead of resuming a different interrupted run."),
+        _save_steps_option,
     ]):
         func = option(func)
     return _data_options("train")(_recipe_option(func))
+
+
+_save_steps_option = click.option(
+    "--save-steps", type=int, default=DEFAULT_SAVE_STEPS, show_default=True,
+    help="Keep the training state in OUTPUT.resume every N optimizer steps; rerunning the same command resumes there (0 = keep none).",
+)
 
 
 def _training_input(source, train_file, validation_file, problem_type, metric):
@@ -475,7 +483,7 @@ def train_group() -> None:
 @click.option("--num-layers", type=int, help="Keep only the first N encoder layers (the fewer-layers baseline).")
 @_train_options
 @user_errors
-def finetune_command(model, source, train_file, validation_file, problem_type, metric, output, max_train_samples, max_length, batch_size, seed, force, epochs, lr, num_layers):
+def finetune_command(model, source, train_file, validation_file, problem_type, metric, output, max_train_samples, max_length, batch_size, seed, force, save_steps, epochs, lr, num_layers):
     """Baseline fine-tuning (HF Trainer): the teacher and starting point for LTP and ToP."""
     from onnx_tokprune.modeling import check_checkpoint
     from onnx_tokprune.training.common import TrainSettings
@@ -485,7 +493,7 @@ def finetune_command(model, source, train_file, validation_file, problem_type, m
     check_output_dir(Path(output), force)
     check_checkpoint(model, "new", local=False)
     settings = TrainSettings(epochs=epochs, learning_rate=lr, batch_size=batch_size, seed=seed)
-    metrics = finetune(model, data, output, settings, max_train_samples, max_length, force, num_layers)
+    metrics = finetune(model, data, output, settings, max_train_samples, max_length, force, num_layers, save_steps)
     click.echo(f"wrote {output}; validation: " + ", ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items()))
 
 
@@ -527,10 +535,11 @@ def _qa_data(train_file, validation_file, dataset, dataset_config, max_length, s
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--max-train-samples", type=int, help="The first N training questions.")
 @click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--force", is_flag=True, help="Replace --output if it exists.")
+@click.option("--force", is_flag=True, help="Replace --output if it exists; start over instead of resuming a different interrupted run.")
+@_save_steps_option
 @_recipe_option
 @user_errors
-def finetune_qa_command(model, train_file, validation_file, dataset, dataset_config, max_length, stride, output, epochs, lr, batch_size, max_train_samples, seed, force):
+def finetune_qa_command(model, train_file, validation_file, dataset, dataset_config, max_length, stride, output, epochs, lr, batch_size, max_train_samples, seed, force, save_steps):
     """Extractive QA fine-tuning (span head, HF Trainer); reports SQuAD exact match and F1."""
     from onnx_tokprune.modeling import check_checkpoint
     from onnx_tokprune.training.common import TrainSettings
@@ -540,7 +549,7 @@ def finetune_qa_command(model, train_file, validation_file, dataset, dataset_con
     hf = check_checkpoint(model, "new", local=False, kinds=("span",))
     data = _qa_data(train_file, validation_file, dataset, dataset_config, max_length, stride, hf)
     settings = TrainSettings(epochs=epochs, learning_rate=lr, batch_size=batch_size, seed=seed)
-    metrics = finetune_qa(model, data, output, settings, max_train_samples, force, local=False)
+    metrics = finetune_qa(model, data, output, settings, max_train_samples, force, local=False, save_steps=save_steps)
     click.echo(f"wrote {output}; validation ({len(data.validation)} questions): exact match {metrics['exact_match']:.2f}, F1 {metrics['f1']:.2f}")
 
 
@@ -585,7 +594,7 @@ def _metric_line(metrics: dict[str, float], span: bool) -> str:
 @_stride_option
 @_train_options
 @user_errors
-def ltp_command(model, source, train_file, validation_file, problem_type, metric, output, max_train_samples, max_length, batch_size, seed, force, lam, temperature, threshold_lr, final_threshold, init_flops, soft_epochs, soft_lr, hard_epochs, hard_lr, stride):
+def ltp_command(model, source, train_file, validation_file, problem_type, metric, output, max_train_samples, max_length, batch_size, seed, force, save_steps, lam, temperature, threshold_lr, final_threshold, init_flops, soft_epochs, soft_lr, hard_epochs, hard_lr, stride):
     """Learned Token Pruning: soft thresholds, then a hard stage; writes a checkpoint with tokprune.json.
     A span (QA) model trains with the span loss on QA data (removed tokens restored for its head)."""
     from onnx_tokprune.training.common import TrainSettings
@@ -600,7 +609,7 @@ def ltp_command(model, source, train_file, validation_file, problem_type, metric
         hard=TrainSettings(epochs=hard_epochs, learning_rate=hard_lr, batch_size=batch_size, seed=seed),
     )
     settings.check()
-    config, metrics = train_ltp(model, data, output, settings, max_train_samples, max_length, force)
+    config, metrics = train_ltp(model, data, output, settings, max_train_samples, max_length, force, save_steps)
     thresholds = ", ".join(f"L{r.layer}: {r.threshold:.4g}" for r in config.layers)
     click.echo(f"wrote {output}; thresholds {thresholds}; dev (drop mode): " + _metric_line(metrics, isinstance(data, QAData)))
 
@@ -624,7 +633,7 @@ def ltp_command(model, source, train_file, validation_file, problem_type, metric
 @_stride_option
 @_train_options
 @user_errors
-def top_command(model, source, train_file, validation_file, problem_type, metric, output, max_train_samples, max_length, batch_size, seed, force, target_flops, bins, layers, rank_layers, top_k, rank_weight, ce_weight, reg_lr, warmup_epochs, epochs, lr, match_samples, hard_epochs, hard_lr, stride):
+def top_command(model, source, train_file, validation_file, problem_type, metric, output, max_train_samples, max_length, batch_size, seed, force, save_steps, target_flops, bins, layers, rank_layers, top_k, rank_weight, ce_weight, reg_lr, warmup_epochs, epochs, lr, match_samples, hard_epochs, hard_lr, stride):
     """ToP: ranking distillation + L0 gates over rank bins and layers under a FLOPs constraint.
     A span (QA) model distils the teacher's start/end distributions on QA data."""
     from onnx_tokprune.architectures import spec_for
@@ -642,7 +651,7 @@ def top_command(model, source, train_file, validation_file, problem_type, metric
         hard=TrainSettings(epochs=hard_epochs, learning_rate=hard_lr, batch_size=batch_size, seed=seed) if hard_epochs > 0 else None,
     )
     settings.check(spec_for(hf).fields.get(hf, "layers"))
-    config, metrics = train_top(model, data, output, settings, max_train_samples, max_length, force)
+    config, metrics = train_top(model, data, output, settings, max_train_samples, max_length, force, save_steps)
     kept = ", ".join(f"L{r.layer}: {sum(r.bin_mask)}/{len(r.bin_mask)}" for r in config.layers)
     click.echo(f"wrote {output}; open bins {kept}; dev (drop mode): " + _metric_line(metrics, isinstance(data, QAData)))
 

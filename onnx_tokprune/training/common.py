@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,11 +179,14 @@ def run_trainer(
     frozen: tuple[nn.Parameter, ...] = (),
     constant_extra_lr: bool = False,
     callbacks: tuple = (),
+    stage=None,
 ):
     """Train `objective` with the HF Trainer (progress bar, CPU or GPU, torchrun-ready); returns it.
 
     The model weights follow a linear warm-up/decay schedule; `extra_param_groups` follow it too,
     or keep their learning rate with `constant_extra_lr` (ToP's gate and Lagrangian optimisers).
+    `stage` (training.resume.Stage): checkpoint there every `save_steps` steps and resume from the
+    latest checkpoint found there; None: no checkpoints.
     """
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
@@ -202,8 +206,11 @@ def run_trainer(
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [linear] + [lambda _: 1.0] * len(extra_param_groups))
     with tempfile.TemporaryDirectory(prefix="tokprune-trainer-") as scratch:
+        saving = {"save_strategy": "no"}
+        if stage is not None:
+            saving = {"save_strategy": "steps", "save_steps": stage.save_steps, "save_total_limit": 1}
         args = TrainingArguments(
-            output_dir=scratch,
+            output_dir=str(stage.directory) if stage is not None else scratch,
             num_train_epochs=settings.epochs,
             per_device_train_batch_size=settings.batch_size,
             learning_rate=settings.learning_rate,
@@ -211,7 +218,7 @@ def run_trainer(
             weight_decay=settings.weight_decay,
             seed=settings.seed,
             logging_steps=settings.logging_steps,
-            save_strategy="no",
+            **saving,
             eval_strategy="no",
             report_to="none",
             remove_unused_columns=True,
@@ -224,7 +231,10 @@ def run_trainer(
             optimizers=(optimizer, scheduler),
             callbacks=list(callbacks),
         )
-        trainer.train()
+        checkpoint = stage.latest_checkpoint() if stage is not None else None
+        if checkpoint is not None and trainer.is_world_process_zero():
+            print(f"resuming from {checkpoint}", file=sys.stderr)
+        trainer.train(resume_from_checkpoint=checkpoint)
         return trainer
 
 

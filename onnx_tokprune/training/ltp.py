@@ -19,11 +19,12 @@ Layers whose learned threshold ends at or below 0 do not prune and are left out 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from onnx_tokprune.config import LayerRule, PruneConfig
 from onnx_tokprune.modeling import wrap
 from onnx_tokprune.training.common import TrainingError, TrainSettings, load_task, run_trainer, save_checkpoint
+from onnx_tokprune.training.resume import DEFAULT_SAVE_STEPS, describe_file, open_run
 
 
 @dataclass
@@ -97,12 +98,42 @@ def train_ltp(
     max_train_samples: int | None = None,
     max_length: int = 128,
     force: bool = False,
+    save_steps: int = DEFAULT_SAVE_STEPS,
 ) -> tuple[PruneConfig, dict[str, float]]:
     """Run both LTP stages from a fine-tuned checkpoint; save the result; return (config, dev metrics).
-    `data`: a TrainingInput (sequence classifier) or a training.qa.QAData (span model, span loss)."""
+    `data`: a TrainingInput (sequence classifier) or a training.qa.QAData (span model, span loss).
+    Resumable (training.resume): each stage checkpoints every `save_steps` steps to `output`.resume,
+    and a finished soft stage is kept there, so rerunning the same call continues where it stopped."""
     settings.check()
+    spec = {"command": "ltp", "model": describe_file(model_dir), "data": data.describe(), "settings": asdict(settings),
+            "max_train_samples": max_train_samples, "max_length": max_length}
+    run = open_run(output, spec, save_steps, force)
     tokenizer, model, task = load_task(model_dir, data, max_train_samples, max_length, settings.soft.seed)
+    soft_stage = run.stage("soft")
+    if soft_stage is not None and soft_stage.is_done():
+        config = PruneConfig.load(soft_stage.done)
+        model.load_state_dict(type(model).from_pretrained(soft_stage.done).state_dict())
+    else:
+        config = _soft_stage(model, tokenizer, task, settings, model_dir, max_train_samples, soft_stage)
 
+    hard = wrap(model, config, "mask")
+    trainer = run_trainer(task.objective(hard), task.train, tokenizer, settings.hard, stage=run.stage("hard"))
+    from onnx_tokprune.calibrate import settle_thresholds
+
+    model.eval()
+    config, moved = settle_thresholds(model, config, task.text_encoder(), rows=task.calibration_rows(settings.soft.seed))
+    config.provenance["thresholds_moved_off_scores"] = {str(k): v for k, v in moved.items()}
+    metrics = task.evaluate(wrap(model, config, "drop"))
+    config.provenance["dev_metrics_drop"] = metrics
+    if trainer.is_world_process_zero():
+        save_checkpoint(model, tokenizer, output, config, force)
+        run.finish()
+    return config, metrics
+
+
+def _soft_stage(model, tokenizer, task, settings: LTPSettings, model_dir: str, max_train_samples: int | None, stage) -> PruneConfig:
+    """The soft stage: trains weights and thresholds; returns the learned config (with provenance)
+    and, with a resume `stage`, hands the weights and config over in stage.done."""
     if settings.init_flops is not None:
         start = calibrated_config(model.eval(), task, settings)
     else:
@@ -110,7 +141,7 @@ def train_ltp(
     soft = wrap(model, start, "soft", temperature=settings.temperature)
     thresholds = [decision.threshold for decision in soft.decisions.values()]
     groups = [{"params": thresholds, "lr": settings.threshold_lr, "weight_decay": 0.0}]
-    trainer = run_trainer(task.objective(soft, mask_regularizer(settings.lam)), task.train, tokenizer, settings.soft, groups)
+    trainer = run_trainer(task.objective(soft, mask_regularizer(settings.lam)), task.train, tokenizer, settings.soft, groups, stage=stage)
     provenance = {
         "tool": "tokprune-train ltp",
         "task": task.describe(),
@@ -126,16 +157,6 @@ def train_ltp(
         "learned_thresholds": {str(k): v for k, v in soft.thresholds().items()},
     }
     config = learned_config(soft.thresholds(), settings, provenance)
-
-    hard = wrap(model, config, "mask")
-    trainer = run_trainer(task.objective(hard), task.train, tokenizer, settings.hard)
-    from onnx_tokprune.calibrate import settle_thresholds
-
-    model.eval()
-    config, moved = settle_thresholds(model, config, task.text_encoder(), rows=task.calibration_rows(settings.soft.seed))
-    config.provenance["thresholds_moved_off_scores"] = {str(k): v for k, v in moved.items()}
-    metrics = task.evaluate(wrap(model, config, "drop"))
-    config.provenance["dev_metrics_drop"] = metrics
-    if trainer.is_world_process_zero():
-        save_checkpoint(model, tokenizer, output, config, force)
-    return config, metrics
+    if stage is not None and trainer.is_world_process_zero():
+        save_checkpoint(model, tokenizer, stage.done, config)
+    return config

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -12,6 +13,7 @@ import torch
 from onnx_tokprune.data.squad import QASplit, training_windows
 from onnx_tokprune.runtime.qa import QA_CONFIG_KEY, QAWindows, Span, spans, squad_scores
 from onnx_tokprune.training.common import TrainSettings, run_trainer, save_checkpoint
+from onnx_tokprune.training.resume import DEFAULT_SAVE_STEPS, describe_file, open_run
 
 
 @dataclass(frozen=True)
@@ -131,10 +133,10 @@ def evaluate_spans(predicted: list[Span], split: QASplit) -> dict[str, float]:
 
 def finetune_qa(
     model_name: str | os.PathLike, data: QAData, output: str | os.PathLike, settings: TrainSettings,
-    max_train_samples: int | None = None, force: bool = False, local: bool = True,
+    max_train_samples: int | None = None, force: bool = False, local: bool = True, save_steps: int = DEFAULT_SAVE_STEPS,
 ) -> dict[str, float]:
     """Fine-tune a span head (AutoModelForQuestionAnswering) on `data.train`; write the checkpoint and
-    return exact match / F1 on `data.validation`."""
+    return exact match / F1 on `data.validation`. Resumable like training.finetune.finetune."""
     from onnx_tokprune.modeling import check_checkpoint, load_span_model, load_tokenizer
 
     check_checkpoint(model_name, "new", local=local, kinds=("span",))
@@ -144,10 +146,16 @@ def finetune_qa(
     windows = QAWindows(tokenizer.backend_tokenizer, data.max_length, data.stride)
     train = data.train.head(max_train_samples)
     dataset = training_windows(train, windows).shuffle(seed=settings.seed)
-    trainer = run_trainer(SpanObjective(model.train()), dataset, tokenizer, settings)
+    spec = {"command": "finetune-qa", "model": describe_file(model_name) if Path(model_name).exists() else str(model_name),
+            "data": data.describe(), "train_file": describe_file(data.describe()) if Path(data.describe()).is_file() else None,
+            "max_length": data.max_length, "stride": data.stride,
+            "settings": asdict(settings), "max_train_samples": max_train_samples}
+    run = open_run(output, spec, save_steps, force)
+    trainer = run_trainer(SpanObjective(model.train()), dataset, tokenizer, settings, stage=run.stage("train"))
     model.eval()
     metrics = evaluate_spans(predict_spans(torch_forward(model), data.validation, windows, progress=True), data.validation)
     model.config.update({QA_CONFIG_KEY: {"max_length": data.max_length, "stride": data.stride}})
     if trainer.is_world_process_zero():
         save_checkpoint(model, tokenizer, output, force=force)
+        run.finish()
     return metrics

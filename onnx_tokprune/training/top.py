@@ -26,9 +26,11 @@ state (log-alphas, multipliers, constraint history) is written beside the checkp
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -36,11 +38,13 @@ from torch.nn import functional as F
 
 from onnx_tokprune.config import LayerRule, PruneConfig
 from onnx_tokprune.flops import EncoderShape, relative_flops
+from onnx_tokprune.io import write_json_atomic
 from onnx_tokprune.modeling import wrap
 from onnx_tokprune.training.common import TrainingError, TrainSettings, load_task, run_trainer, save_checkpoint
 from onnx_tokprune.training.constraint import GATES_FILE, FlopsConstraint, GateState, ToPGates, match_target_flops
 from onnx_tokprune.training.qa import span_loss
 from onnx_tokprune.training.ranking import rank_distillation_loss
+from onnx_tokprune.training.resume import DEFAULT_SAVE_STEPS, describe_file, open_run
 
 TOP_RULE = {"rule": "rank_bins", "method": "top", "score_normalizer": "length"}
 """The PruneConfig fields every ToP checkpoint shares (bin masks per layer added)."""
@@ -258,11 +262,16 @@ class HardStageObjective(_Distilled):
         return result
 
 
+HISTORY_FILE = "top_history.json"
+"""The constraint history up to a Trainer checkpoint, written into it (a resumed run continues it)."""
+
+
 def _callback(objective: ToPObjective, history: list[dict]):
     from transformers import TrainerCallback
 
     class ToPCallback(TrainerCallback):
-        """Feeds the step to the target ramp, clamps log-alphas after each step, records the constraint."""
+        """Feeds the step to the target ramp, clamps log-alphas after each step, records the
+        constraint, and keeps the record with each Trainer checkpoint."""
 
         def on_step_begin(self, args, state, control, **kwargs):
             objective.step = state.global_step
@@ -272,6 +281,11 @@ def _callback(objective: ToPObjective, history: list[dict]):
             last = state.global_step == state.max_steps
             if (last or state.global_step % max(1, args.logging_steps) == 0) and objective.last:
                 history.append({"step": state.global_step, **objective.last})
+
+        def on_save(self, args, state, control, **kwargs):
+            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and checkpoint.is_dir():
+                write_json_atomic(checkpoint / HISTORY_FILE, history)
 
     return ToPCallback()
 
@@ -284,31 +298,66 @@ def train_top(
     max_train_samples: int | None = None,
     max_length: int = 128,
     force: bool = False,
+    save_steps: int = DEFAULT_SAVE_STEPS,
 ) -> tuple[PruneConfig, dict[str, float]]:
     """Train ToP from a fine-tuned checkpoint (student start and teacher); save; return (config, dev metrics).
-    `data`: a TrainingInput (sequence classifier) or a training.qa.QAData (span model: span distillation)."""
+    `data`: a TrainingInput (sequence classifier) or a training.qa.QAData (span model: span distillation).
+    Resumable (training.resume): each stage checkpoints every `save_steps` steps to `output`.resume,
+    and a finished gate stage is kept there, so rerunning the same call continues where it stopped."""
+    spec = {"command": "top", "model": describe_file(model_dir), "data": data.describe(), "settings": asdict(settings),
+            "max_train_samples": max_train_samples, "max_length": max_length}
+    run = open_run(output, spec, save_steps, force)
     tokenizer, model, task = load_task(model_dir, data, max_train_samples, max_length, settings.train.seed)
-    train = task.train
     num_layers = model.config.num_hidden_layers
     settings.check(num_layers)
-
-    layers = settings.pruning_layers(num_layers)
     teacher = wrap(copy.deepcopy(model), None, "mask", observe_layers=(num_layers - 1,))
     for p in model.base_model.embeddings.parameters():
         p.requires_grad_(False)
+    gate_stage = run.stage("gates")
+    if gate_stage is not None and gate_stage.is_done():
+        config = PruneConfig.load(gate_stage.done)
+        state = GateState.load(gate_stage.done, config.provenance)
+        model.load_state_dict(type(model).from_pretrained(gate_stage.done).state_dict())
+        trainer = None
+    else:
+        config, state, trainer = _gate_stage(model, tokenizer, task, teacher, settings, model_dir, max_train_samples, gate_stage)
+    if settings.hard is not None:
+        hard = wrap(model, config, "mask")
+        trainer = run_trainer(HardStageObjective(hard, teacher, settings), task.train, tokenizer, settings.hard, stage=run.stage("hard"))
+    metrics = task.evaluate(wrap(model, config, "drop"))
+    config.provenance["dev_metrics_drop"] = metrics
+    for p in model.parameters():
+        p.requires_grad_(True)
+    if trainer is None or trainer.is_world_process_zero():
+        save_checkpoint(model, tokenizer, output, config, force, {GATES_FILE: state.to_json()})
+        run.finish()
+    return config, metrics
+
+
+def _gate_stage(model, tokenizer, task, teacher, settings: ToPSettings, model_dir: str, max_train_samples: int | None, stage):
+    """Gates, ranking distillation and the FLOPs constraint, then binarisation matched to the target:
+    (config with provenance, GateState, trainer); with a resume `stage`, the result is also handed
+    over in stage.done."""
+    train = task.train
+    num_layers = model.config.num_hidden_layers
+    layers = settings.pruning_layers(num_layers)
     shape = EncoderShape.from_hf(model.config)
     candidates = PruneConfig(layers=tuple(LayerRule(layer, bin_mask=(1,) * settings.bins) for layer in layers), **TOP_RULE)
     student = wrap(model, candidates, "gate", observe_layers=settings.distilled_layers(num_layers))
     gates = ToPGates(layers, settings.bins, shape)
     steps_per_epoch = math.ceil(len(train) / settings.train.batch_size)
     objective = ToPObjective(student, teacher, gates, settings, round(settings.warmup_epochs * steps_per_epoch))
+    resumed = stage.latest_checkpoint() if stage is not None else None
     history: list[dict] = []
+    if resumed is not None and (Path(resumed) / HISTORY_FILE).is_file():
+        history = json.loads((Path(resumed) / HISTORY_FILE).read_text())
     groups = [
         {"params": list(gates.parameters()), "lr": settings.reg_lr, "weight_decay": 0.0},
         {"params": [objective.constraint.lagrange], "lr": settings.reg_lr, "weight_decay": 0.0},
     ]
     trainer = run_trainer(
-        objective, train, tokenizer, settings.train, groups, constant_extra_lr=True, callbacks=(_callback(objective, history),)
+        objective, train, tokenizer, settings.train, groups, constant_extra_lr=True, callbacks=(_callback(objective, history),),
+        stage=stage,
     )
     gates.eval()
     method = TOP_RULE
@@ -346,13 +395,6 @@ def train_top(
         "gate_state": GATES_FILE,
     }
     config = PruneConfig(layers=rules, provenance=provenance, **method)
-    if settings.hard is not None:
-        hard = wrap(model, config, "mask")
-        trainer = run_trainer(HardStageObjective(hard, teacher, settings), train, tokenizer, settings.hard)
-    metrics = task.evaluate(wrap(model, config, "drop"))
-    config.provenance["dev_metrics_drop"] = metrics
-    for p in model.parameters():
-        p.requires_grad_(True)
-    if trainer.is_world_process_zero():
-        save_checkpoint(model, tokenizer, output, config, force, {GATES_FILE: state.to_json()})
-    return config, metrics
+    if stage is not None and trainer.is_world_process_zero():
+        save_checkpoint(model, tokenizer, stage.done, config, extra_files={GATES_FILE: state.to_json()})
+    return config, state, trainer
