@@ -7,7 +7,8 @@
 # also fine-tuned at those lengths), all as fp32 and INT8.
 # Incremental: a checkpoint that exists is not trained again, and the frontier command reuses every
 # point whose inputs are unchanged; delete a checkpoint (or pass --force to tokprune frontier) to redo it.
-# Usage: bash tools/frontier.sh TASK   (e.g. mrpc; TARGETS="0.6 0.45 0.3" LAYERS="2 3 4 5" by default)
+# Usage: bash tools/frontier.sh TASK   (e.g. mrpc; TARGETS="0.6 0.45 0.3" LAYERS="2 3 4 5" by default;
+# RECIPES="models/ltp_TASK_06.json ..." trains only those, RECIPES="" none of them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TASK=${1:?usage: bash tools/frontier.sh TASK (sst2, mrpc, rte, ...)}
@@ -33,7 +34,7 @@ for target in $TARGETS; do
     echo "frontier.sh: no calibrated point at $target (above)" >&2
   fi
 done
-for recipe in models/ltp_"$TASK"*.json models/top_"$TASK"*.json; do
+for recipe in ${RECIPES-models/ltp_"$TASK"*.json models/top_"$TASK"*.json}; do
   [ -f "$recipe" ] || continue
   name=$(basename "$recipe" .json)
   method=${name%%_*}
