@@ -8,7 +8,8 @@
 # Incremental: a checkpoint that exists is not trained again, and the frontier command reuses every
 # point whose inputs are unchanged; delete a checkpoint (or pass --force to tokprune frontier) to redo it.
 # Usage: bash tools/frontier.sh TASK   (e.g. mrpc; TARGETS="0.6 0.45 0.3" LAYERS="2 3 4 5" by default;
-# RECIPES="models/ltp_TASK_06.json ..." trains only those, RECIPES="" none of them)
+# RECIPES="models/ltp_TASK_06.json ..." trains only those, RECIPES="" none of them; FRONTIER_OPTIONS are
+# passed to tokprune frontier, e.g. "--samples 100 --repeats 3")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TASK=${1:?usage: bash tools/frontier.sh TASK (sst2, mrpc, rte, ...)}
@@ -45,7 +46,7 @@ for m in $LAYERS; do
   [ -d $CKPT/layers$m ] || tokprune-train finetune --recipe "$RECIPE" --model "$MODEL" --num-layers "$m" --output $CKPT/layers$m
   models+=(--model $CKPT/layers$m)
 done
-tokprune frontier --baseline $CKPT/finetuned "${models[@]}" --truncate auto --task "$TASK" --output "$OUT"
+tokprune frontier --baseline $CKPT/finetuned "${models[@]}" --truncate auto --task "$TASK" --output "$OUT" ${FRONTIER_OPTIONS:-}
 # TRUNCATION_AWARE=1: also fine-tune at each truncation length the frontier chose (the same recipe with
 # --max-length k), then redo the frontier (every other point is reused)
 if [ "${TRUNCATION_AWARE:-0}" = 1 ]; then
@@ -54,5 +55,5 @@ if [ "${TRUNCATION_AWARE:-0}" = 1 ]; then
     [ -d $CKPT/truncated$k ] || tokprune-train finetune --recipe "$RECIPE" --model "$MODEL" --max-length "$k" --output $CKPT/truncated$k
     truncated+=(--truncated "$CKPT/truncated$k:$k")
   done
-  tokprune frontier --baseline $CKPT/finetuned "${models[@]}" --truncate auto "${truncated[@]}" --task "$TASK" --output "$OUT"
+  tokprune frontier --baseline $CKPT/finetuned "${models[@]}" --truncate auto "${truncated[@]}" --task "$TASK" --output "$OUT" ${FRONTIER_OPTIONS:-}
 fi
