@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict
-from pathlib import Path
 
 import torch
 
@@ -39,7 +38,7 @@ def finetune(
     from onnx_tokprune.modeling import check_checkpoint, load_classifier, load_tokenizer
 
     check_checkpoint(model_name, "new", local=False)
-    spec = {"command": "finetune", "model": describe_file(model_name) if Path(model_name).exists() else model_name,
+    spec = {"command": "finetune", "model": describe_file(model_name),
             "data": data.describe(), "train_file": describe_file(data.train_file), "settings": asdict(settings),
             "max_train_samples": max_train_samples, "max_length": max_length, "num_layers": num_layers}
     run = open_run(output, spec, save_steps, force)

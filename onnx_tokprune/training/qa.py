@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -146,8 +145,8 @@ def finetune_qa(
     windows = QAWindows(tokenizer.backend_tokenizer, data.max_length, data.stride)
     train = data.train.head(max_train_samples)
     dataset = training_windows(train, windows).shuffle(seed=settings.seed)
-    spec = {"command": "finetune-qa", "model": describe_file(model_name) if Path(model_name).exists() else str(model_name),
-            "data": data.describe(), "train_file": describe_file(data.describe()) if Path(data.describe()).is_file() else None,
+    spec = {"command": "finetune-qa", "model": describe_file(model_name),
+            "data": data.describe(), "train_file": describe_file(data.describe()),
             "max_length": data.max_length, "stride": data.stride,
             "settings": asdict(settings), "max_train_samples": max_train_samples}
     run = open_run(output, spec, save_steps, force)

@@ -67,9 +67,10 @@ class Stage:
 
 
 def describe_file(path: str | os.PathLike | None) -> Any:
-    """A data or checkpoint path with its size and modification time (a changed file is a different run)."""
-    if path is None:
-        return None
+    """A data or checkpoint path with its files' sizes and modification times (a changed file is a
+    different run); a name that is no local path (a hub name) as it is."""
+    if path is None or not Path(path).exists():
+        return None if path is None else str(path)
     path = Path(path)
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] if path.is_file() else []
     return {"path": str(path), "files": {str(p.relative_to(path) if path.is_dir() else p.name): [p.stat().st_size, p.stat().st_mtime_ns] for p in files}}
@@ -103,8 +104,9 @@ def open_run(output: str | os.PathLike, spec: dict[str, Any], save_steps: int, f
         shutil.rmtree(root)  # a run that stopped before its first checkpoint: nothing to resume
     if root.exists():
         previous = _read_spec(root)
+        saved_steps = (previous or {}).pop("save_steps", 0)
         if previous == spec:
-            return RunState(root, save_steps or _saved_steps(root), resumed=True)
+            return RunState(root, save_steps or saved_steps, resumed=True)
         if not force:
             changed = sorted(k for k in set(spec) | set(previous or {}) if (previous or {}).get(k) != spec.get(k))
             what = f"differs in {', '.join(changed)}" if previous is not None else "has no readable run.json"
@@ -130,14 +132,4 @@ def _read_spec(root: Path) -> dict | None:
         spec = json.loads((root / RUN_FILE).read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(spec, dict):
-        return None
-    spec.pop("save_steps", None)
-    return spec
-
-
-def _saved_steps(root: Path) -> int:
-    try:
-        return int(json.loads((root / RUN_FILE).read_text()).get("save_steps", 0))
-    except (OSError, ValueError, TypeError):
-        return 0
+    return spec if isinstance(spec, dict) else None
