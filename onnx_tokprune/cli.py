@@ -591,10 +591,12 @@ def _metric_line(metrics: dict[str, float], span: bool) -> str:
 @click.option("--soft-lr", type=float, default=2e-5, show_default=True)
 @click.option("--hard-epochs", type=float, default=1.0, show_default=True)
 @click.option("--hard-lr", type=float, default=1e-5, show_default=True)
+@click.option("--distill/--no-distill", default=False, show_default=True, help="Both stages distil the --model checkpoint's logits (frozen teacher; KL at temperature 2) instead of the task loss, as ToP trains.")
+@click.option("--ce-weight", type=float, default=0.0, show_default=True, help="With --distill: weight of the task loss beside distillation.")
 @_stride_option
 @_train_options
 @user_errors
-def ltp_command(model, source, train_file, validation_file, problem_type, metric, output, max_train_samples, max_length, batch_size, seed, force, save_steps, lam, temperature, threshold_lr, final_threshold, init_flops, soft_epochs, soft_lr, hard_epochs, hard_lr, stride):
+def ltp_command(model, source, train_file, validation_file, problem_type, metric, output, max_train_samples, max_length, batch_size, seed, force, save_steps, lam, temperature, threshold_lr, final_threshold, init_flops, soft_epochs, soft_lr, hard_epochs, hard_lr, distill, ce_weight, stride):
     """Learned Token Pruning: soft thresholds, then a hard stage; writes a checkpoint with tokprune.json.
     A span (QA) model trains with the span loss on QA data (removed tokens restored for its head)."""
     from onnx_tokprune.training.common import TrainSettings
@@ -605,6 +607,7 @@ def ltp_command(model, source, train_file, validation_file, problem_type, metric
     check_output_dir(Path(output), force)
     settings = LTPSettings(
         lam=lam, temperature=temperature, threshold_lr=threshold_lr, final_threshold=final_threshold, init_flops=init_flops,
+        distill=distill, ce_weight=ce_weight,
         soft=TrainSettings(epochs=soft_epochs, learning_rate=soft_lr, batch_size=batch_size, seed=seed),
         hard=TrainSettings(epochs=hard_epochs, learning_rate=hard_lr, batch_size=batch_size, seed=seed),
     )

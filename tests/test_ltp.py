@@ -8,6 +8,7 @@ import torch
 from onnx_tokprune.config import LayerRule, PruneConfig
 from onnx_tokprune.modeling import wrap
 from onnx_tokprune.training.common import TrainingError
+from onnx_tokprune.training.distill import DistilledObjective
 from onnx_tokprune.training.ltp import LTPSettings, initial_config, learned_config, mask_regularizer
 
 
@@ -45,10 +46,44 @@ def test_learned_config_drops_non_pruning_layers():
         learned_config({0: -0.1, 1: 0.0}, LTPSettings(), {})
 
 
-@pytest.mark.parametrize("field, value", [("lam", -1.0), ("temperature", 0.0), ("temperature", 2.0), ("threshold_lr", 0.0)])
+@pytest.mark.parametrize("field, value", [("lam", -1.0), ("temperature", 0.0), ("temperature", 2.0), ("threshold_lr", 0.0),
+                                          ("distill_temperature", 0.0)])
 def test_settings_out_of_range(field, value):
     with pytest.raises(TrainingError):
         LTPSettings(**{field: value}).check()
+
+
+def test_ce_weight_needs_distill():
+    with pytest.raises(TrainingError, match="add --distill"):
+        LTPSettings(ce_weight=0.5).check()
+    LTPSettings(ce_weight=0.5, distill=True).check()
+
+
+def test_distillation_objective_pulls_the_soft_student_to_the_frozen_teacher(tiny_bert, make_ragged_batch):
+    """Student = teacher weights with nothing pruned: the distillation loss is 0 and only the extra term
+    remains; gating tokens away makes it positive, and its gradient reaches the student's thresholds,
+    never the teacher (which stays in eval mode while the objective trains)."""
+    import copy
+
+    ids, mask, types = make_ragged_batch([12, 7, 3])
+    labels = torch.tensor([0, 1, 2])
+    teacher = wrap(copy.deepcopy(tiny_bert), None, "mask")
+    student = copy.deepcopy(tiny_bert)
+    objective = DistilledObjective(wrap(student, None, "mask"), teacher, temperature=2.0, ce_weight=0.0, extra=lambda out, m: torch.tensor(0.25))
+    objective.train()
+    assert objective.student.training and not teacher.training
+    objective.eval()  # no dropout: the student computes exactly what the teacher does
+    assert float(objective(ids, mask, types, labels=labels)["loss"]) == pytest.approx(0.25, abs=1e-5)
+
+    gated = wrap(student, initial_config(4, LTPSettings(final_threshold=0.02)), "soft", temperature=1e-3)
+    objective = DistilledObjective(gated, teacher, temperature=2.0, ce_weight=0.0).eval()
+    loss = objective(ids, mask, types, labels=labels)["loss"]
+    assert float(loss) > 1e-4
+    loss.backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for n, p in gated.named_parameters() if n.endswith(".threshold"))
+    with_ce = DistilledObjective(gated, teacher, temperature=2.0, ce_weight=1.0)(ids, mask, types, labels=labels)["loss"]
+    assert float(with_ce) > float(loss)
 
 
 def test_hard_stage_mask_mode_equals_exported_drop_mode(tiny_bert, make_ragged_batch):

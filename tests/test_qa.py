@@ -339,7 +339,7 @@ def test_pruning_trainers_refuse_classification_data_for_a_span_model(qa_checkpo
 def test_span_distillation_is_the_mean_kl_of_start_and_end_distributions():
     from torch.nn import functional as F
 
-    from onnx_tokprune.training.top import distillation_loss
+    from onnx_tokprune.training.distill import distillation_loss
 
     gen = torch.Generator().manual_seed(0)
     teacher = torch.randn(3, 11, 2, generator=gen)

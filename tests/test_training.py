@@ -161,6 +161,7 @@ def test_ltp_rejects_checkpoint_with_wrong_label_count(tiny_checkpoint, small_gl
     (["--task", "nope"], "nope"),
     (["--task", "sst2", "--lambda", "-1"], "lambda must be in [0, 10]"),
     (["--task", "sst2", "--temperature", "0"], "temperature must be in (0, 1]"),
+    (["--task", "sst2", "--ce-weight", "0.5"], "a CE weight is for distillation: add --distill"),
 ])
 def test_ltp_bad_arguments(tiny_checkpoint, tmp_path, args, message):
     result = CliRunner().invoke(main, ["train", "ltp", "--model", str(tiny_checkpoint), "--output", str(tmp_path / "o"), *args])
@@ -178,3 +179,18 @@ def test_ltp_can_start_from_calibrated_thresholds(ltp_checkpoint, small_glue, tm
     assert provenance["init_flops"] == 0.6 and set(initial) == {"0", "1", "2", "3"}
     linear = [0.01 * (layer + 1) / 4 for layer in range(4)]
     assert [initial[str(layer)] for layer in range(4)] != pytest.approx(linear)
+
+
+def test_ltp_distill_trains_against_the_starting_checkpoint(ltp_checkpoint, small_glue, tmp_path):
+    """The fixture's run with --distill: same seed, data and schedule, only the loss differs, so the
+    learned thresholds differ; the provenance records the distillation."""
+    out = tmp_path / "ltp_kd"
+    invoke(
+        ["train", "ltp", "--model", ltp_checkpoint.parent / "ft", "--output", out, "--lambda", 0.5, "--temperature", 1e-3,
+         "--threshold-lr", 1e-3, "--soft-epochs", 2, "--hard-epochs", 1, "--distill", "--ce-weight", 0.5,
+         "--task", "sst2", "--data-dir", small_glue, "--batch-size", 16, "--max-length", 64]
+    )
+    distilled = json.loads((out / "tokprune.json").read_text())["provenance"]
+    plain = json.loads((ltp_checkpoint / "tokprune.json").read_text())["provenance"]
+    assert distilled["distill"] == {"temperature": 2.0, "ce_weight": 0.5} and plain["distill"] is None
+    assert distilled["learned_thresholds"] != pytest.approx(plain["learned_thresholds"], abs=1e-7)

@@ -7,6 +7,9 @@ target (our addition: LTP's 0.01 suits BERT-base padded to 128, not every model)
 multiplied by
 sigmoid((score - theta_l) / T). Loss = task loss + lambda * sum_l mean(soft mask_l) over real tokens.
 Thresholds are their own parameter group with their own learning rate.
+With `distill` (our addition), the task loss of both stages is replaced by logit distillation from the
+starting checkpoint, frozen (training.distill: KL at `distill_temperature`, + `ce_weight` * task loss),
+as ToP trains.
 
 Hard stage: thresholds frozen; the mask-mode model (tokens whose score falls below the threshold
 are masked from then on, exactly what the exported graph removes) fine-tunes the weights.
@@ -18,12 +21,14 @@ Layers whose learned threshold ends at or below 0 do not prune and are left out 
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import asdict, dataclass, field
 
 from onnx_tokprune.config import LayerRule, PruneConfig
 from onnx_tokprune.modeling import wrap
 from onnx_tokprune.training.common import TrainingError, TrainSettings, load_task, run_trainer, save_checkpoint
+from onnx_tokprune.training.distill import DistilledObjective
 from onnx_tokprune.training.resume import DEFAULT_SAVE_STEPS, describe_file, open_run
 
 
@@ -39,6 +44,11 @@ class LTPSettings:
     """Start from thresholds calibrated to this relative FLOPs (tokprune-calibrate on 256 training
     sentences, all layers, geometric schedule) instead of LTP's linear `final_threshold` ramp."""
     normalizer_length: int = 128
+    distill: bool = False
+    """Distil the starting checkpoint's logits (frozen teacher) instead of the task loss alone."""
+    distill_temperature: float = 2.0
+    ce_weight: float = 0.0
+    """With `distill`: weight of the task loss beside the distillation loss."""
     soft: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=1.0, learning_rate=2e-5))
     hard: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=1.0, learning_rate=1e-5))
 
@@ -51,6 +61,10 @@ class LTPSettings:
             raise TrainingError("threshold learning rate and final threshold must be positive")
         if self.init_flops is not None and not 0 < self.init_flops <= 1:
             raise TrainingError(f"init FLOPs must be in (0, 1], got {self.init_flops}")
+        if self.distill_temperature <= 0 or self.ce_weight < 0:
+            raise TrainingError("distillation temperature must be positive and the CE weight non-negative")
+        if self.ce_weight and not self.distill:
+            raise TrainingError("a CE weight is for distillation: add --distill (without it the loss is the task loss)")
 
 
 def initial_config(num_layers: int, settings: LTPSettings) -> PruneConfig:
@@ -81,6 +95,13 @@ def mask_regularizer(lam: float):
     return term
 
 
+def objective(task, model, teacher, settings: LTPSettings, extra=None):
+    """The training loss around `model`: the task's own loss, or with a `teacher` logit distillation."""
+    if teacher is None:
+        return task.objective(model, extra)
+    return DistilledObjective(model, teacher, settings.distill_temperature, settings.ce_weight, extra)
+
+
 def learned_config(thresholds: dict[int, float], settings: LTPSettings, provenance: dict) -> PruneConfig:
     rules = tuple(LayerRule(layer, threshold=value) for layer, value in sorted(thresholds.items()) if value > 0)
     if not rules:
@@ -109,15 +130,16 @@ def train_ltp(
             "max_train_samples": max_train_samples, "max_length": max_length}
     run = open_run(output, spec, save_steps, force)
     tokenizer, model, task = load_task(model_dir, data, max_train_samples, max_length, settings.soft.seed)
+    teacher = wrap(copy.deepcopy(model), None, "mask") if settings.distill else None
     soft_stage = run.stage("soft")
     if soft_stage is not None and soft_stage.is_done():
         config = PruneConfig.load(soft_stage.done)
         model.load_state_dict(type(model).from_pretrained(soft_stage.done).state_dict())
     else:
-        config = _soft_stage(model, tokenizer, task, settings, model_dir, max_train_samples, soft_stage)
+        config = _soft_stage(model, tokenizer, task, teacher, settings, model_dir, max_train_samples, soft_stage)
 
     hard = wrap(model, config, "mask")
-    trainer = run_trainer(task.objective(hard), task.train, tokenizer, settings.hard, stage=run.stage("hard"))
+    trainer = run_trainer(objective(task, hard, teacher, settings), task.train, tokenizer, settings.hard, stage=run.stage("hard"))
     from onnx_tokprune.calibrate import settle_thresholds
 
     model.eval()
@@ -131,7 +153,7 @@ def train_ltp(
     return config, metrics
 
 
-def _soft_stage(model, tokenizer, task, settings: LTPSettings, model_dir: str, max_train_samples: int | None, stage) -> PruneConfig:
+def _soft_stage(model, tokenizer, task, teacher, settings: LTPSettings, model_dir: str, max_train_samples: int | None, stage) -> PruneConfig:
     """The soft stage: trains weights and thresholds; returns the learned config (with provenance)
     and, with a resume `stage`, hands the weights and config over in stage.done."""
     if settings.init_flops is not None:
@@ -141,7 +163,7 @@ def _soft_stage(model, tokenizer, task, settings: LTPSettings, model_dir: str, m
     soft = wrap(model, start, "soft", temperature=settings.temperature)
     thresholds = [decision.threshold for decision in soft.decisions.values()]
     groups = [{"params": thresholds, "lr": settings.threshold_lr, "weight_decay": 0.0}]
-    trainer = run_trainer(task.objective(soft, mask_regularizer(settings.lam)), task.train, tokenizer, settings.soft, groups, stage=stage)
+    trainer = run_trainer(objective(task, soft, teacher, settings, mask_regularizer(settings.lam)), task.train, tokenizer, settings.soft, groups, stage=stage)
     provenance = {
         "tool": "tokprune-train ltp",
         "task": task.describe(),
@@ -149,6 +171,7 @@ def _soft_stage(model, tokenizer, task, settings: LTPSettings, model_dir: str, m
         "lambda": settings.lam,
         "temperature": settings.temperature,
         "threshold_lr": settings.threshold_lr,
+        "distill": {"temperature": settings.distill_temperature, "ce_weight": settings.ce_weight} if settings.distill else None,
         "initial_thresholds": {str(r.layer): r.threshold for r in start.layers},
         "init_flops": settings.init_flops,
         "soft_epochs": settings.soft.epochs,

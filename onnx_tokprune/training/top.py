@@ -33,8 +33,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
-from torch.nn import functional as F
 
 from onnx_tokprune.config import LayerRule, PruneConfig
 from onnx_tokprune.flops import EncoderShape, relative_flops
@@ -42,7 +40,7 @@ from onnx_tokprune.io import write_json_atomic
 from onnx_tokprune.modeling import wrap
 from onnx_tokprune.training.common import TrainingError, TrainSettings, load_task, run_trainer, save_checkpoint
 from onnx_tokprune.training.constraint import GATES_FILE, FlopsConstraint, GateState, ToPGates, match_target_flops
-from onnx_tokprune.training.qa import span_loss
+from onnx_tokprune.training.distill import FrozenTeacher, distillation_loss, targets
 from onnx_tokprune.training.ranking import rank_distillation_loss
 from onnx_tokprune.training.resume import DEFAULT_SAVE_STEPS, describe_file, open_run
 
@@ -168,48 +166,7 @@ def rematch_checkpoint(
     return new, matched
 
 
-def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, labels, temperature: float, ce_weight: float) -> torch.Tensor:
-    """KL(teacher || student) at `temperature` (scaled by T^2) + ce_weight * CE; MSE for regression.
-    Span logits ([B,S,2], `labels` = (start, end) positions): the mean of the start and end
-    distributions' KL over positions, + ce_weight * the span loss."""
-    if student.dim() == 3:
-        flat_student = student.transpose(1, 2).reshape(-1, student.shape[1])
-        flat_teacher = teacher.transpose(1, 2).reshape(-1, teacher.shape[1])
-        kd = F.kl_div(F.log_softmax(flat_student / temperature, -1), F.softmax(flat_teacher / temperature, -1), reduction="batchmean")
-        loss = kd * temperature**2
-        if ce_weight:
-            loss = loss + ce_weight * span_loss(student[..., 0], student[..., 1], *labels)
-        return loss
-    if student.shape[-1] == 1:
-        return F.mse_loss(student.squeeze(-1), labels.float())
-    kd = F.kl_div(F.log_softmax(student / temperature, -1), F.softmax(teacher / temperature, -1), reduction="batchmean")
-    loss = kd * temperature**2
-    if ce_weight:
-        loss = loss + ce_weight * F.cross_entropy(student, labels.long())
-    return loss
-
-
-def _targets(labels, start_positions, end_positions):
-    """The training targets of a batch: class labels, or (start, end) positions of a span head."""
-    return (start_positions, end_positions) if start_positions is not None else labels
-
-
-class _Distilled(nn.Module):
-    """Shared by both stages: a frozen teacher in eval mode whatever the Trainer sets."""
-
-    def __init__(self, teacher: nn.Module) -> None:
-        super().__init__()
-        self.teacher = teacher
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.teacher.eval()
-        return self
-
-
-class ToPObjective(_Distilled):
+class ToPObjective(FrozenTeacher):
     """The ToP training loss around a gate-mode student (see the module docstring)."""
 
     def __init__(self, student, teacher, gates: ToPGates, settings: ToPSettings, warmup_steps: int) -> None:
@@ -226,7 +183,7 @@ class ToPObjective(_Distilled):
     def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None, start_positions=None, end_positions=None):
         out = self.student(input_ids, attention_mask, token_type_ids, gates=self.gates())
         result = {"logits": out.logits}
-        labels = _targets(labels, start_positions, end_positions)
+        labels = targets(labels, start_positions, end_positions)
         if labels is None:
             return result
         with torch.no_grad():
@@ -242,7 +199,7 @@ class ToPObjective(_Distilled):
         return result
 
 
-class HardStageObjective(_Distilled):
+class HardStageObjective(FrozenTeacher):
     """Fixed gates (mask-mode student), the same logit distillation."""
 
     def __init__(self, student, teacher, settings: ToPSettings) -> None:
@@ -253,7 +210,7 @@ class HardStageObjective(_Distilled):
     def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None, start_positions=None, end_positions=None):
         out = self.student(input_ids, attention_mask, token_type_ids)
         result = {"logits": out.logits}
-        labels = _targets(labels, start_positions, end_positions)
+        labels = targets(labels, start_positions, end_positions)
         if labels is not None:
             with torch.no_grad():
                 teacher = self.teacher(input_ids, attention_mask, token_type_ids)
