@@ -107,6 +107,49 @@ class Frontier:
         data["best_within_1_point"] = [p.name + (" (int8)" if p.precision == "int8" else "") for p in self.best()]
         return data
 
+    @classmethod
+    def from_json(cls, data: dict) -> Frontier:
+        fields = {k: v for k, v in data.items() if k != "best_within_1_point"}
+        return cls(**{**fields, "points": [Point(**p) for p in data["points"]]})
+
+
+def read(output: str | os.PathLike) -> Frontier:
+    """The frontier a `tokprune frontier --output` directory holds (its frontier.json)."""
+    path = Path(output) / MARKER
+    try:
+        return Frontier.from_json(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} does not exist: run tokprune frontier (or tools/frontier.sh) for it first") from None
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"{path} is not a frontier.json written by tokprune frontier ({e})") from None
+
+
+RESULT_METHODS = ("LTP", "ToP", "calibrated", TRUNCATION, TRUNCATION_TRAINED, FEWER_LAYERS)
+"""Row order of results_markdown: the trained pruning methods first, then what a user could do instead."""
+
+
+def results_markdown(frontiers: Sequence[Frontier], budget: float = LOSS_BUDGET) -> str:
+    """Across tasks: per task and method, the fastest point within `budget` of the fine-tuned fp32 model,
+    fp32 and INT8 side by side (speedup = 1 / latency ratio against the fused unpruned fp32 model);
+    "none" where the method has points but none within the budget."""
+    lines = [
+        "| task | method | fp32: point | Δ | rel. FLOPs | speedup | INT8: point | Δ | rel. FLOPs | speedup |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for frontier in frontiers:
+        ref = frontier.reference()
+        best = {(p.method, p.precision): p for p in frontier.best(budget)}
+        present = {p.method for p in frontier.points}
+        for method in (*RESULT_METHODS, *sorted(present - set(RESULT_METHODS) - {BASELINE})):
+            if method not in present:
+                continue
+            cells = []
+            for precision in ("fp32", "int8"):
+                p = best.get((method, precision))
+                cells.append(f"{_detail(p)} | {p.metric - ref.metric:+.2f} | {p.relative_flops:.3f} | {p.speedup:.2f}×" if p else "none | | |")
+            lines.append(f"| {frontier.task} ({frontier.metric_name} {ref.metric:.2f}) | {method} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
 
 def classify_checkpoint(path: str | os.PathLike, baseline_layers: int) -> tuple[str, bool]:
     """(the curve a checkpoint belongs to, whether it prunes): its tokprune.json method, else "fewer

@@ -150,3 +150,46 @@ def test_frontier_refuses_a_pruned_baseline_and_an_unclassifiable_model(models, 
     result = invoke(["frontier", "--baseline", tiny_checkpoint, *DATA, "--data-dir", glue, "--output", other, "--force"], ok=False)
     assert_one_line_error(result, str(other))
     assert [p.name for p in other.iterdir()] == ["notes.txt"]
+
+
+def test_read_gives_back_the_written_frontier(frontier, tmp_path):
+    from onnx_tokprune.errors import CheckpointError
+    from onnx_tokprune.frontier import read
+
+    out, _ = frontier
+    again = read(out)
+    data = json.loads((out / "frontier.json").read_text())
+    assert again.to_json() == data and again.reference().latency_ratio == 1.0
+    with pytest.raises(CheckpointError, match="run tokprune frontier"):
+        read(tmp_path)
+    (tmp_path / "frontier.json").write_text('{"task": "x"}')
+    with pytest.raises(CheckpointError, match="not a frontier.json written by tokprune frontier"):
+        read(tmp_path)
+
+
+def _point(name, method, precision, metric, flops, ratio, **extra):
+    from onnx_tokprune.frontier import Point
+
+    return Point(name=name, method=method, precision=precision, metric_name="f1", metric=metric, relative_flops=flops,
+                 latency_ratio=ratio, median_ms=ratio, baseline_median_ms=1.0, checkpoint=f"out/{name}", **extra)
+
+
+def test_results_table_keeps_the_fastest_point_within_one_point_per_method_and_precision():
+    from onnx_tokprune.frontier import Frontier, results_markdown
+
+    points = [
+        _point("finetuned", "fine-tuned", "fp32", 86.0, 1.0, 1.0),
+        _point("ltp_06", "LTP", "fp32", 85.5, 0.62, 0.7),
+        _point("ltp_045", "LTP", "fp32", 85.1, 0.47, 0.55),  # within 1 and faster: the LTP row
+        _point("ltp_03", "LTP", "fp32", 80.0, 0.31, 0.4),  # fastest but 6 points down
+        _point("ltp_06", "LTP", "int8", 85.2, 0.62, 0.3),
+        _point("top_03", "ToP", "fp32", 84.0, 0.3, 0.45),
+        _point("finetuned", "fewer layers", "fp32", 70.0, 0.5, 0.5, layers=3),
+    ]
+    table = results_markdown([Frontier("mrpc", "f1", "out/finetuned", points, {})]).splitlines()
+    assert table[0].startswith("| task | method | fp32: point | Δ | rel. FLOPs | speedup | INT8: point")
+    rows = {line.split(" | ")[1]: line for line in table[2:]}
+    assert list(rows) == ["LTP", "ToP", "fewer layers"]
+    assert rows["LTP"] == "| mrpc (f1 86.00) | LTP | ltp_045 | -0.90 | 0.470 | 1.82× | ltp_06 | -0.80 | 0.620 | 3.33× |"
+    assert rows["ToP"] == "| mrpc (f1 86.00) | ToP | none | | | | none | | | |"
+    assert "none" in rows["fewer layers"]
