@@ -213,3 +213,18 @@ def test_every_recipe_names_options_of_its_command():
         command = commands[path.stem.split("_")[0]]
         keys = set(json.loads(path.read_text())) - {"comment"}
         assert keys <= {p.name for p in command.params}, f"{path.name}: {sorted(keys - {p.name for p in command.params})}"
+
+
+def test_every_recipe_parses_into_its_command():
+    """models/*.json load: click converts each value to its option's type (a flag stays a bool, a
+    number a number) and the recipe's values are what the command receives."""
+    recipes = sorted((Path(__file__).resolve().parents[1] / "models").glob("*.json"))
+    commands = {"finetune": cli.finetune_command, "finetune-qa": cli.finetune_qa_command, "ltp": cli.ltp_command, "top": cli.top_command}
+    for path in recipes:
+        command = commands[path.stem.split("_")[0]]
+        recipe = {k: v for k, v in json.loads(path.read_text()).items() if k != "comment"}
+        with command.make_context(command.name, ["--recipe", str(path), "--model", "m", "--output", "o"]) as ctx:
+            for key, value in recipe.items():
+                assert ctx.params[key] == value, f"{path.name}: {key} = {ctx.params[key]!r}, recipe {value!r}"
+            if path.stem.startswith("ltp_mrpc_"):
+                assert ctx.params["distill"] is True and ctx.params["init_flops"] < float("0." + path.stem.split("_")[-1][1:])
