@@ -944,13 +944,20 @@ def eval_command(model, artifact, source, data_file, metric, modes, cls_only, pr
     if artifact_session is not None:
         results.append(evaluate_artifact(artifact_session, split(), metric, max_tokens=max_tokens))
     click.echo(eval_table(results))
+    rows = [r.to_json() for r in results]
     reference = next((r for r in results if r.source == "pytorch-drop"), None)
     onnx_result = next((r for r in results if r.source == "onnxruntime"), None)
     if reference is not None and onnx_result is not None and reference.predictions:
-        same = np.mean(np.equal(reference.predictions, onnx_result.predictions))
+        same = float(np.mean(np.equal(reference.predictions, onnx_result.predictions)))
         click.echo(f"onnxruntime vs pytorch-drop prediction agreement: {100 * same:.2f}% of {reference.examples}")
+        rows[results.index(onnx_result)][AGREEMENT_KEY] = same
     if json_out:
-        _write_json(json_out, [r.to_json() for r in results])
+        _write_json(json_out, rows)
+
+
+AGREEMENT_KEY = "agreement_with_pytorch_drop"
+"""tokprune-eval --json: the fraction of examples (QA: questions) on which a source gives PyTorch drop
+mode's prediction (answer span); in the rows other than pytorch-drop's, when both ran."""
 
 
 def _eval_qa(model, model_session, artifact_session, source, data_file, modes, json_out, protect_question: bool = False) -> None:
@@ -969,13 +976,15 @@ def _eval_qa(model, model_session, artifact_session, source, data_file, modes, j
     if artifact_session is not None:
         results.append(evaluate_qa_artifact(artifact_session, split()))
     click.echo(qa_table(results))
+    rows = [r.to_json() for r in results]
     reference = next((r for r in results if r.source == "pytorch-drop"), None)
-    for other in results:
+    for row, other in zip(rows, results):
         if reference is not None and other is not reference:
-            same = np.mean([a == b for a, b in zip(reference.answers, other.answers)])
+            same = float(np.mean([a == b for a, b in zip(reference.answers, other.answers)]))
             click.echo(f"{other.source} vs pytorch-drop: the same answer span on {100 * same:.2f}% of {reference.questions} questions")
+            row[AGREEMENT_KEY] = same
     if json_out:
-        _write_json(json_out, [r.to_json() for r in results])
+        _write_json(json_out, rows)
 
 
 if __name__ == "__main__":

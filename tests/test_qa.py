@@ -284,6 +284,8 @@ def test_qa_calibrate_export_parity_eval_and_answer(qa_checkpoint, squad_small, 
     assert rows[0]["questions"] == 12 and rows[0]["relative_flops"] < 0.8
     assert rows[0]["counted_gflops"] == pytest.approx(rows[0]["analytic_gflops"], rel=0.02)
     assert "onnxruntime vs pytorch-drop: the same answer span on 100.00% of 12 questions" in result.output
+    assert "agreement_with_pytorch_drop" not in rows[0] and rows[1]["agreement_with_pytorch_drop"] == 1.0
+    assert rows[2]["agreement_with_pytorch_drop"] == 1.0
     session = open_artifact(tmp_path / "art0", kernel_library=False)
     answers = session.answer(["Who won?", "Where?"], ["The Broncos won the game in Santa Clara.", "It was played in Santa Clara."])
     assert len(answers) == 2 and all(a["answer"] and a["end"] > a["start"] for a in answers)

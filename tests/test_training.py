@@ -130,6 +130,7 @@ def test_export_and_eval_agree(ltp_checkpoint, small_glue, tmp_path):
     assert drop["counted_gflops"] == pytest.approx(drop["analytic_gflops"], rel=1e-9)
     assert rows["onnxruntime"]["analytic_gflops"] == pytest.approx(drop["analytic_gflops"], rel=1e-9)
     assert rows["onnxruntime"]["metrics"] == drop["metrics"]
+    assert rows["onnxruntime"]["agreement_with_pytorch_drop"] == 1.0 and "agreement_with_pytorch_drop" not in drop
     assert rows["pytorch-mask"]["kept_tokens"] == drop["kept_tokens"]
 
 
