@@ -85,6 +85,11 @@ def test_interrupted_finetune_resumes_to_the_same_weights(tiny_checkpoint, small
     assert "resuming from" in result.stderr and "checkpoint-4" in result.stderr
     assert not state_dir(tmp_path / "cut").exists()
     assert_same_checkpoint(tmp_path / "straight", tmp_path / "cut")
+    straight, resumed = (json.loads((tmp_path / d / "training.json").read_text()) for d in ("straight", "cut"))
+    assert straight["command"] == "finetune" and straight["settings"]["epochs"] == 2 and straight["model"]["path"] == str(tiny_checkpoint)
+    assert not straight["resumed"] and resumed["resumed"]
+    assert straight["dev_metrics"] == pytest.approx(resumed["dev_metrics"], abs=1e-6) and set(straight["dev_metrics"]) >= {"accuracy"}
+    assert set(straight["versions"]) == {"onnx_tokprune", "torch", "transformers"} and straight["command_line"]
 
 
 def test_ltp_resumes_in_either_stage_and_skips_a_finished_soft_stage(finetuned, small_glue, tmp_path, monkeypatch):
@@ -103,6 +108,7 @@ def test_ltp_resumes_in_either_stage_and_skips_a_finished_soft_stage(finetuned, 
         provenance = json.loads((tmp_path / resumed / "tokprune.json").read_text())["provenance"]
         straight = json.loads((tmp_path / "straight" / "tokprune.json").read_text())["provenance"]
         assert provenance["learned_thresholds"] == pytest.approx(straight["learned_thresholds"], abs=1e-7)
+        assert json.loads((tmp_path / resumed / "training.json").read_text())["settings"]["lam"] == 0.5
 
 
 @dataclass
@@ -124,6 +130,8 @@ def test_top_resumes_its_gates_and_constraint_history(finetuned, small_glue, tmp
         assert resumed == pytest.approx(straight, abs=1e-5)
     for key in ("bin_log_alpha", "layer_log_alpha", "lagrange"):
         np.testing.assert_allclose(np.array(gates[1][key]), np.array(gates[0][key]), atol=1e-5, err_msg=key)
+    manifest = json.loads((tmp_path / "cut" / "training.json").read_text())
+    assert manifest["command"] == "top" and manifest["settings"]["target_flops"] == 0.4 and manifest["resumed"]
 
 
 def test_a_different_command_refuses_to_resume_and_force_starts_over(tiny_checkpoint, small_glue, tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ from onnx_tokprune.training.common import (
     run_trainer,
     save_checkpoint,
 )
-from onnx_tokprune.training.resume import DEFAULT_SAVE_STEPS, describe_file, open_run
+from onnx_tokprune.training.resume import DEFAULT_SAVE_STEPS, MANIFEST, describe_file, open_run
 
 
 def finetune(
@@ -56,6 +56,6 @@ def finetune(
     trainer = run_trainer(ClassifierObjective(model, scheme.num_labels), loaded.train, tokenizer, settings, stage=run.stage("train"))
     metrics = loaded.metrics(predict(model, loaded.validation, tokenizer), data.metric)
     if trainer.is_world_process_zero():
-        save_checkpoint(model, tokenizer, output, force=force)
+        save_checkpoint(model, tokenizer, output, force=force, extra_files={MANIFEST: run.manifest(metrics)})
         run.finish()
     return metrics

@@ -29,7 +29,7 @@ from onnx_tokprune.config import LayerRule, PruneConfig
 from onnx_tokprune.modeling import wrap
 from onnx_tokprune.training.common import TrainingError, TrainSettings, load_task, run_trainer, save_checkpoint
 from onnx_tokprune.training.distill import DistilledObjective
-from onnx_tokprune.training.resume import DEFAULT_SAVE_STEPS, describe_file, open_run
+from onnx_tokprune.training.resume import DEFAULT_SAVE_STEPS, MANIFEST, describe_file, open_run
 
 
 @dataclass
@@ -148,7 +148,7 @@ def train_ltp(
     metrics = task.evaluate(wrap(model, config, "drop"))
     config.provenance["dev_metrics_drop"] = metrics
     if trainer.is_world_process_zero():
-        save_checkpoint(model, tokenizer, output, config, force)
+        save_checkpoint(model, tokenizer, output, config, force, {MANIFEST: run.manifest(metrics)})
         run.finish()
     return config, metrics
 

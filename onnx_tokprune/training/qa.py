@@ -12,7 +12,7 @@ import torch
 from onnx_tokprune.data.squad import QASplit, training_windows
 from onnx_tokprune.runtime.qa import QA_CONFIG_KEY, QAWindows, Span, spans, squad_scores
 from onnx_tokprune.training.common import TrainSettings, run_trainer, save_checkpoint
-from onnx_tokprune.training.resume import DEFAULT_SAVE_STEPS, describe_file, open_run
+from onnx_tokprune.training.resume import DEFAULT_SAVE_STEPS, MANIFEST, describe_file, open_run
 
 
 @dataclass(frozen=True)
@@ -155,6 +155,6 @@ def finetune_qa(
     metrics = evaluate_spans(predict_spans(torch_forward(model), data.validation, windows, progress=True), data.validation)
     model.config.update({QA_CONFIG_KEY: {"max_length": data.max_length, "stride": data.stride}})
     if trainer.is_world_process_zero():
-        save_checkpoint(model, tokenizer, output, force=force)
+        save_checkpoint(model, tokenizer, output, force=force, extra_files={MANIFEST: run.manifest(metrics)})
         run.finish()
     return metrics

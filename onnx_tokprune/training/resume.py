@@ -10,7 +10,9 @@ A run writing OUTPUT keeps its state in the sibling directory `OUTPUT.resume/` w
   restores it and skips the batches already seen, so a resumed run continues the same run;
 - `<stage>/done/`: what a finished stage hands to the next (LTP's soft stage: weights and learned
   thresholds; ToP's gate stage: weights, gates and constraint history), so a rerun does not repeat it.
-When OUTPUT is written, `OUTPUT.resume/` is removed. `save_steps=0` keeps no state (nothing resumes).
+When OUTPUT is written, `OUTPUT.resume/` is removed, and OUTPUT gets `training.json` (RunState.manifest:
+the same description of the run, the command line, its dev metrics, library versions), so every
+checkpoint says what produced it. `save_steps=0` keeps no state (nothing resumes).
 Hand-written because the Trainer resumes one stage; the multi-stage bookkeeping and the refusal to
 resume a different run are ours.
 """
@@ -31,6 +33,8 @@ from onnx_tokprune.io import write_json_atomic
 DEFAULT_SAVE_STEPS = 50
 """Optimizer steps between checkpoints of a training stage (the CLI's --save-steps default)."""
 RUN_FILE = "run.json"
+MANIFEST = "training.json"
+"""In every checkpoint tokprune-train writes: what produced it (RunState.manifest)."""
 SUFFIX = ".resume"
 DONE = "done"
 
@@ -79,8 +83,26 @@ def describe_file(path: str | os.PathLike | None) -> Any:
 class RunState:
     """The training state of one run (module docstring); `None` root: the run keeps none."""
 
-    def __init__(self, root: Path | None, save_steps: int, resumed: bool) -> None:
-        self.root, self.save_steps, self.resumed = root, save_steps, resumed
+    def __init__(self, root: Path | None, save_steps: int, resumed: bool, spec: dict[str, Any]) -> None:
+        self.root, self.save_steps, self.resumed, self.spec = root, save_steps, resumed, spec
+
+    def manifest(self, metrics: dict[str, float]) -> dict[str, Any]:
+        """The output's training.json: the run's spec, the command line that ran it, the dev metrics
+        it reported, whether it resumed, the versions of the libraries that trained it, and when."""
+        import datetime
+        import shlex
+        import sys
+
+        import torch
+        import transformers
+
+        from onnx_tokprune import __version__
+
+        return {
+            **self.spec, "command_line": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]), "dev_metrics": metrics,
+            "resumed": self.resumed, "versions": {"onnx_tokprune": __version__, "torch": torch.__version__, "transformers": transformers.__version__},
+            "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
 
     def stage(self, name: str) -> Stage | None:
         return None if self.root is None else Stage(self.root / name, self.save_steps)
@@ -106,7 +128,7 @@ def open_run(output: str | os.PathLike, spec: dict[str, Any], save_steps: int, f
         previous = _read_spec(root)
         saved_steps = (previous or {}).pop("save_steps", 0)
         if previous == spec:
-            return RunState(root, save_steps or saved_steps, resumed=True)
+            return RunState(root, save_steps or saved_steps, resumed=True, spec=spec)
         if not force:
             changed = sorted(k for k in set(spec) | set(previous or {}) if (previous or {}).get(k) != spec.get(k))
             what = f"differs in {', '.join(changed)}" if previous is not None else "has no readable run.json"
@@ -116,11 +138,11 @@ def open_run(output: str | os.PathLike, spec: dict[str, Any], save_steps: int, f
         if main_process:
             shutil.rmtree(root)
     if save_steps == 0:
-        return RunState(None, 0, resumed=False)
+        return RunState(None, 0, resumed=False, spec=spec)
     if main_process:
         root.mkdir(parents=True, exist_ok=True)
         write_json_atomic(root / RUN_FILE, {**spec, "save_steps": save_steps})
-    return RunState(root, save_steps, resumed=False)
+    return RunState(root, save_steps, resumed=False, spec=spec)
 
 
 def _has_progress(root: Path) -> bool:

@@ -42,7 +42,7 @@ from onnx_tokprune.training.common import TrainingError, TrainSettings, load_tas
 from onnx_tokprune.training.constraint import GATES_FILE, FlopsConstraint, GateState, ToPGates, match_target_flops
 from onnx_tokprune.training.distill import FrozenTeacher, distillation_loss, targets
 from onnx_tokprune.training.ranking import rank_distillation_loss
-from onnx_tokprune.training.resume import DEFAULT_SAVE_STEPS, describe_file, open_run
+from onnx_tokprune.training.resume import DEFAULT_SAVE_STEPS, MANIFEST, describe_file, open_run
 
 TOP_RULE = {"rule": "rank_bins", "method": "top", "score_normalizer": "length"}
 """The PruneConfig fields every ToP checkpoint shares (bin masks per layer added)."""
@@ -286,7 +286,7 @@ def train_top(
     for p in model.parameters():
         p.requires_grad_(True)
     if trainer is None or trainer.is_world_process_zero():
-        save_checkpoint(model, tokenizer, output, config, force, {GATES_FILE: state.to_json()})
+        save_checkpoint(model, tokenizer, output, config, force, {GATES_FILE: state.to_json(), MANIFEST: run.manifest(metrics)})
         run.finish()
     return config, metrics
 
