@@ -350,6 +350,9 @@ def markdown(frontier: Frontier) -> str:
             lines.append(f"| {p.method} | {p.precision} | {_detail(p)} | {p.metric - ref.metric:+.2f} | {p.relative_flops:.3f} | {p.speedup:.2f}× |")
     else:
         lines.append("none")
+    noise = evaluation_noise(frontier)
+    if noise:
+        lines += ["", noise]
     env = frontier.environment
     lines += ["", f"CPU: {env['cpu']} ({env['machine']}; ISA: {', '.join(env['isa']) or 'baseline x86-64'}); {env['threads']} threads; "
               f"onnxruntime {env['onnxruntime']}; TokenPrune: {env['token_prune']}; batch-1 latency on the first inputs of the data, "
@@ -357,6 +360,23 @@ def markdown(frontier: Frontier) -> str:
     if frontier.command:
         lines.append(f"\nCommand: `{frontier.command}`")
     return "\n".join(lines)
+
+
+def evaluation_noise(frontier: Frontier) -> str:
+    """How much a point of the metric is on this evaluation set: its size, and for accuracy the
+    baseline's binomial standard error, so "within 1 point" is read against the set's own noise."""
+    ref = frontier.reference()
+    n = ref.produced_by.get("examples")
+    if not n:
+        return ""
+    line = f"Evaluation set: {n} examples (1 point ≈ {n / 100:.1f} examples)"
+    if ref.metric_name == "accuracy":
+        p = ref.metric / 100
+        se = 100 * (p * (1 - p) / n) ** 0.5
+        line += f"; the baseline's accuracy has a binomial standard error of ±{se:.1f} points"
+        if se > LOSS_BUDGET:
+            line += f": differences within {LOSS_BUDGET:g} point are within this set's noise"
+    return line + "."
 
 
 def _detail(p: Point) -> str:

@@ -193,3 +193,22 @@ def test_results_table_keeps_the_fastest_point_within_one_point_per_method_and_p
     assert rows["LTP"] == "| mrpc (f1 86.00) | LTP | ltp_045 | -0.90 | 0.470 | 1.82× | ltp_06 | -0.80 | 0.620 | 3.33× |"
     assert rows["ToP"] == "| mrpc (f1 86.00) | ToP | none | | | | none | | | |"
     assert "none" in rows["fewer layers"]
+
+
+def test_evaluation_noise_says_when_one_point_is_within_the_sets_noise():
+    from onnx_tokprune.frontier import Frontier, evaluation_noise, markdown
+
+    def frontier(metric_name, metric, examples):
+        ref = _point("finetuned", "fine-tuned", "fp32", metric, 1.0, 1.0, produced_by={"examples": examples})
+        ref.metric_name = metric_name
+        return Frontier("t", metric_name, "out/finetuned", [ref], {"cpu": "x", "machine": "x86_64", "isa": [], "threads": 1,
+                                                                    "onnxruntime": "1", "token_prune": "kernel"})
+
+    small = evaluation_noise(frontier("accuracy", 55.6, 277))
+    assert small.startswith("Evaluation set: 277 examples (1 point ≈ 2.8 examples)")
+    assert "standard error of ±3.0 points: differences within 1 point are within this set's noise" in small
+    assert small in markdown(frontier("accuracy", 55.6, 277))
+    large = evaluation_noise(frontier("accuracy", 90.0, 10000))
+    assert "±0.3 points" in large and "noise" not in large
+    assert evaluation_noise(frontier("f1", 86.6, 408)) == "Evaluation set: 408 examples (1 point ≈ 4.1 examples)."
+    assert evaluation_noise(frontier("f1", 86.6, 0)) == ""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from onnx_tokprune.errors import CheckpointError
-from onnx_tokprune.frontier import LOSS_BUDGET, read, results_markdown
+from onnx_tokprune.frontier import LOSS_BUDGET, evaluation_noise, read, results_markdown
 
 AIMS = {"sst2": (1.6, None), "mrpc": (2.5, 4.0), "rte": (2.5, 4.0)}
 """task -> (fp32 speedup, INT8 speedup) the issue aims at for LTP/ToP within 1 point (None: no aim)."""
@@ -39,6 +39,9 @@ def main(tasks: list[str]) -> None:
     print(f"\nTrained pruning within {LOSS_BUDGET:g} point, fastest:")
     for frontier in frontiers:
         print(aim_line(frontier))
+    print()
+    for frontier in frontiers:
+        print(f"- {frontier.task}: {evaluation_noise(frontier)}")
     cpus = {f"{f.environment['cpu']} ({', '.join(f.environment['isa'])}), {f.environment['threads']} threads" for f in frontiers}
     print("\nCPU: " + "; ".join(sorted(cpus)))
 
