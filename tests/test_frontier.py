@@ -185,11 +185,14 @@ def test_results_table_keeps_the_fastest_point_within_one_point_per_method_and_p
         _point("ltp_06", "LTP", "int8", 85.2, 0.62, 0.3),
         _point("top_03", "ToP", "fp32", 84.0, 0.3, 0.45),
         _point("finetuned", "fewer layers", "fp32", 70.0, 0.5, 0.5, layers=3),
+        _point("finetuned", "fine-tuned", "int8", 85.7, 1.0, 0.6),
     ]
     table = results_markdown([Frontier("mrpc", "f1", "out/finetuned", points, {})]).splitlines()
     assert table[0].startswith("| task | method | fp32: point | Δ | rel. FLOPs | speedup | INT8: point")
     rows = {line.split(" | ")[1]: line for line in table[2:]}
-    assert list(rows) == ["LTP", "ToP", "fewer layers"]
+    assert list(rows) == ["LTP", "ToP", "fine-tuned", "fewer layers"]
+    assert rows["fine-tuned"] == ("| mrpc (f1 86.00) | fine-tuned | unpruned (finetuned) | +0.00 | 1.000 | 1.00× "
+                                  "| unpruned (finetuned) | -0.30 | 1.000 | 1.67× |")
     assert rows["LTP"] == "| mrpc (f1 86.00) | LTP | ltp_045 | -0.90 | 0.470 | 1.82× | ltp_06 | -0.80 | 0.620 | 3.33× |"
     assert rows["ToP"] == "| mrpc (f1 86.00) | ToP | none | | | | none | | | |"
     assert "none" in rows["fewer layers"]
