@@ -19,11 +19,10 @@ TRAINED = ("LTP", "ToP")
 
 def aim_line(frontier) -> str:
     fp32_aim, int8_aim = AIMS.get(frontier.task, (None, None))
-    best = {(p.method, p.precision): p for p in frontier.best() if p.method in TRAINED}
+    best = [p for p in frontier.best() if p.method in TRAINED]
     parts = []
     for precision, aim in (("fp32", fp32_aim), ("int8", int8_aim)):
-        points = [p for (method, prec), p in best.items() if prec == precision]
-        top = max(points, key=lambda p: p.speedup, default=None)
+        top = max((p for p in best if p.precision == precision), key=lambda p: p.speedup, default=None)
         got = f"{top.speedup:.2f}× ({top.method} {top.name})" if top else "no LTP/ToP point within 1 point"
         verdict = "" if aim is None else (" — aim ≥ %.1f× %s" % (aim, "met" if top and top.speedup >= aim else "not met"))
         parts.append(f"{precision} {got}{verdict}")

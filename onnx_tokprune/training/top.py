@@ -40,7 +40,7 @@ from onnx_tokprune.io import write_json_atomic
 from onnx_tokprune.modeling import wrap
 from onnx_tokprune.training.common import TrainingError, TrainSettings, load_task, run_trainer, save_checkpoint
 from onnx_tokprune.training.constraint import GATES_FILE, FlopsConstraint, GateState, ToPGates, match_target_flops
-from onnx_tokprune.training.distill import FrozenTeacher, distillation_loss, targets
+from onnx_tokprune.training.distill import DistilledObjective, FrozenTeacher, distillation_loss, targets
 from onnx_tokprune.training.ranking import rank_distillation_loss
 from onnx_tokprune.training.resume import DEFAULT_SAVE_STEPS, MANIFEST, describe_file, open_run
 
@@ -199,26 +199,6 @@ class ToPObjective(FrozenTeacher):
         return result
 
 
-class HardStageObjective(FrozenTeacher):
-    """Fixed gates (mask-mode student), the same logit distillation."""
-
-    def __init__(self, student, teacher, settings: ToPSettings) -> None:
-        super().__init__(teacher)
-        self.student = student
-        self.settings = settings
-
-    def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None, start_positions=None, end_positions=None):
-        out = self.student(input_ids, attention_mask, token_type_ids)
-        result = {"logits": out.logits}
-        labels = targets(labels, start_positions, end_positions)
-        if labels is not None:
-            with torch.no_grad():
-                teacher = self.teacher(input_ids, attention_mask, token_type_ids)
-            s = self.settings
-            result["loss"] = distillation_loss(out.logits, teacher.logits, labels, s.distill_temperature, s.ce_weight)
-        return result
-
-
 HISTORY_FILE = "top_history.json"
 """The constraint history up to a Trainer checkpoint, written into it (a resumed run continues it)."""
 
@@ -280,7 +260,7 @@ def train_top(
         config, state, trainer = _gate_stage(model, tokenizer, task, teacher, settings, model_dir, max_train_samples, gate_stage)
     if settings.hard is not None:
         hard = wrap(model, config, "mask")
-        trainer = run_trainer(HardStageObjective(hard, teacher, settings), task.train, tokenizer, settings.hard, stage=run.stage("hard"))
+        trainer = run_trainer(DistilledObjective(hard, teacher, settings.distill_temperature, settings.ce_weight), task.train, tokenizer, settings.hard, stage=run.stage("hard"))
     metrics = task.evaluate(wrap(model, config, "drop"))
     config.provenance["dev_metrics_drop"] = metrics
     for p in model.parameters():
