@@ -587,6 +587,7 @@ def _metric_line(metrics: dict[str, float], span: bool) -> str:
 @click.option("--threshold-lr", type=float, default=1e-4, show_default=True, help="Learning rate of the thresholds.")
 @click.option("--final-threshold", type=float, default=0.01, show_default=True, help="Initial threshold of the last layer.")
 @click.option("--init-flops", type=float, help="Start from thresholds calibrated to this relative FLOPs instead.")
+@click.option("--layers", help="Pruning layers, comma-separated (default: every layer, as LTP); the others keep fused Attention.")
 @click.option("--soft-epochs", type=float, default=1.0, show_default=True)
 @click.option("--soft-lr", type=float, default=2e-5, show_default=True)
 @click.option("--hard-epochs", type=float, default=1.0, show_default=True)
@@ -596,22 +597,24 @@ def _metric_line(metrics: dict[str, float], span: bool) -> str:
 @_stride_option
 @_train_options
 @user_errors
-def ltp_command(model, source, train_file, validation_file, problem_type, metric, output, max_train_samples, max_length, batch_size, seed, force, save_steps, lam, temperature, threshold_lr, final_threshold, init_flops, soft_epochs, soft_lr, hard_epochs, hard_lr, distill, ce_weight, stride):
+def ltp_command(model, source, train_file, validation_file, problem_type, metric, output, max_train_samples, max_length, batch_size, seed, force, save_steps, lam, temperature, threshold_lr, final_threshold, init_flops, layers, soft_epochs, soft_lr, hard_epochs, hard_lr, distill, ce_weight, stride):
     """Learned Token Pruning: soft thresholds, then a hard stage; writes a checkpoint with tokprune.json.
     A span (QA) model trains with the span loss on QA data (removed tokens restored for its head)."""
     from onnx_tokprune.training.common import TrainSettings
     from onnx_tokprune.training.ltp import LTPSettings, train_ltp
+    from onnx_tokprune.architectures import spec_for
     from onnx_tokprune.training.qa import QAData
 
-    data, _ = _pruning_data(model, source, train_file, validation_file, problem_type, metric, max_length, stride)
+    layer_list = _layers(layers)
+    data, hf = _pruning_data(model, source, train_file, validation_file, problem_type, metric, max_length, stride)
     check_output_dir(Path(output), force)
     settings = LTPSettings(
         lam=lam, temperature=temperature, threshold_lr=threshold_lr, final_threshold=final_threshold, init_flops=init_flops,
-        distill=distill, ce_weight=ce_weight,
+        layers=tuple(layer_list) if layer_list else None, distill=distill, ce_weight=ce_weight,
         soft=TrainSettings(epochs=soft_epochs, learning_rate=soft_lr, batch_size=batch_size, seed=seed),
         hard=TrainSettings(epochs=hard_epochs, learning_rate=hard_lr, batch_size=batch_size, seed=seed),
     )
-    settings.check()
+    settings.check(spec_for(hf).fields.get(hf, "layers"))
     config, metrics = train_ltp(model, data, output, settings, max_train_samples, max_length, force, save_steps)
     thresholds = ", ".join(f"L{r.layer}: {r.threshold:.4g}" for r in config.layers)
     click.echo(f"wrote {output}; thresholds {thresholds}; dev (drop mode): " + _metric_line(metrics, isinstance(data, QAData)))

@@ -19,6 +19,18 @@ def test_initial_thresholds_rise_linearly_to_final():
     assert config.method == "ltp" and config.score_normalizer == "fixed" and config.normalizer_length == 128
 
 
+def test_initial_thresholds_only_at_the_pruning_layers():
+    config = initial_config(4, LTPSettings(final_threshold=0.01, layers=(3, 1)))
+    assert [r.layer for r in config.layers] == [1, 3]
+    assert [r.threshold for r in config.layers] == pytest.approx([0.005, 0.01])
+
+
+@pytest.mark.parametrize("layers, message", [((), "must not be empty"), ((0, 4), r"\[0, 4\] must be within 0..3"), ((-1,), "within 0..3")])
+def test_pruning_layers_must_exist(layers, message):
+    with pytest.raises(TrainingError, match=message):
+        LTPSettings(layers=layers).check(4)
+
+
 def test_soft_mode_gates_outputs_and_trains_thresholds(tiny_bert, make_ragged_batch):
     ids, mask, types = make_ragged_batch([12, 7, 3])
     config = initial_config(4, LTPSettings(final_threshold=0.02))

@@ -163,6 +163,8 @@ def test_ltp_rejects_checkpoint_with_wrong_label_count(tiny_checkpoint, small_gl
     (["--task", "sst2", "--lambda", "-1"], "lambda must be in [0, 10]"),
     (["--task", "sst2", "--temperature", "0"], "temperature must be in (0, 1]"),
     (["--task", "sst2", "--ce-weight", "0.5"], "a CE weight is for distillation: add --distill"),
+    (["--task", "sst2", "--layers", "1,9"], "pruning layers [1, 9] must be within 0..3"),
+    (["--task", "sst2", "--layers", "1,x"], "give layer indices separated by commas"),
 ])
 def test_ltp_bad_arguments(tiny_checkpoint, tmp_path, args, message):
     result = CliRunner().invoke(main, ["train", "ltp", "--model", str(tiny_checkpoint), "--output", str(tmp_path / "o"), *args])
@@ -180,6 +182,27 @@ def test_ltp_can_start_from_calibrated_thresholds(ltp_checkpoint, small_glue, tm
     assert provenance["init_flops"] == 0.6 and set(initial) == {"0", "1", "2", "3"}
     linear = [0.01 * (layer + 1) / 4 for layer in range(4)]
     assert [initial[str(layer)] for layer in range(4)] != pytest.approx(linear)
+
+
+def test_ltp_prunes_only_at_its_layers(ltp_checkpoint, small_glue, tmp_path):
+    """--layers 1,2: thresholds start on LTP's ramp at those layers only, only they learn, and the
+    exported graph removes tokens there alone."""
+    out = tmp_path / "ltp_layers"
+    invoke(
+        ["train", "ltp", "--model", ltp_checkpoint.parent / "ft", "--output", out, "--lambda", 0.5, "--temperature", 1e-3,
+         "--threshold-lr", 1e-3, "--soft-epochs", 1, "--hard-epochs", 1, "--layers", "2,1",
+         "--task", "sst2", "--data-dir", small_glue, "--batch-size", 16, "--max-length", 64]
+    )
+    config = json.loads((out / "tokprune.json").read_text())
+    provenance = config["provenance"]
+    assert provenance["layers"] == [1, 2]
+    assert provenance["initial_thresholds"] == pytest.approx({"1": 0.005, "2": 0.0075})
+    assert set(provenance["learned_thresholds"]) == {"1", "2"}
+    assert {rule["layer"] for rule in config["layers"]} <= {1, 2} and config["layers"]
+    artifact = tmp_path / "ltp_layers.onnx"
+    result = CliRunner().invoke(export_command, ["--model", str(out), "--output", str(artifact)])
+    assert result.exit_code == 0, result.output
+    assert f"at layers {sorted(rule['layer'] for rule in config['layers'])}" in result.output
 
 
 def test_ltp_distill_trains_against_the_starting_checkpoint(ltp_checkpoint, small_glue, tmp_path):

@@ -44,6 +44,9 @@ class LTPSettings:
     """Start from thresholds calibrated to this relative FLOPs (tokprune-calibrate on 256 training
     sentences, all layers, geometric schedule) instead of LTP's linear `final_threshold` ramp."""
     normalizer_length: int = 128
+    layers: tuple[int, ...] | None = None
+    """Pruning layers (each scores its tokens and removes those under its threshold); None: every
+    layer, as LTP does. A layer that does not prune keeps onnxruntime's fused Attention when exported."""
     distill: bool = False
     """Distil the starting checkpoint's logits (frozen teacher) instead of the task loss alone."""
     distill_temperature: float = 2.0
@@ -52,7 +55,8 @@ class LTPSettings:
     soft: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=1.0, learning_rate=2e-5))
     hard: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=1.0, learning_rate=1e-5))
 
-    def check(self) -> None:
+    def check(self, num_layers: int | None = None) -> None:
+        """Range checks; with `num_layers`, also that the pruning layers exist."""
         if not 0 <= self.lam <= 10:
             raise TrainingError(f"lambda must be in [0, 10], got {self.lam}")
         if not 0 < self.temperature <= 1:
@@ -65,20 +69,28 @@ class LTPSettings:
             raise TrainingError("distillation temperature must be positive and the CE weight non-negative")
         if self.ce_weight and not self.distill:
             raise TrainingError("a CE weight is for distillation: add --distill (without it the loss is the task loss)")
+        if self.layers is not None and not self.layers:
+            raise TrainingError("pruning layers must not be empty (leave --layers out for every layer)")
+        if num_layers is not None and any(not 0 <= layer < num_layers for layer in self.pruning_layers(num_layers)):
+            raise TrainingError(f"pruning layers {list(self.pruning_layers(num_layers))} must be within 0..{num_layers - 1}")
+
+    def pruning_layers(self, num_layers: int) -> tuple[int, ...]:
+        return tuple(sorted(set(self.layers))) if self.layers else tuple(range(num_layers))
 
 
 def initial_config(num_layers: int, settings: LTPSettings) -> PruneConfig:
-    """LTP's starting point: thresholds rising linearly to `final_threshold` at the last layer."""
-    rules = tuple(LayerRule(layer, threshold=settings.final_threshold * (layer + 1) / num_layers) for layer in range(num_layers))
+    """LTP's starting point: thresholds rising linearly with depth to `final_threshold` at the last
+    layer (each pruning layer keeps its value on that ramp)."""
+    rules = tuple(LayerRule(layer, threshold=settings.final_threshold * (layer + 1) / num_layers) for layer in settings.pruning_layers(num_layers))
     return PruneConfig(rule="threshold", method="ltp", layers=rules, normalizer_length=settings.normalizer_length)
 
 
 def calibrated_config(model, task, settings: LTPSettings) -> PruneConfig:
-    """Thresholds for every layer calibrated to `settings.init_flops` on 256 seeded training inputs."""
+    """Thresholds for the pruning layers calibrated to `settings.init_flops` on 256 seeded training inputs."""
     from onnx_tokprune.calibrate import calibrate
 
     result = calibrate(
-        model, task.text_encoder(), None, target_flops=settings.init_flops, layers=range(model.config.num_hidden_layers),
+        model, task.text_encoder(), None, target_flops=settings.init_flops, layers=settings.pruning_layers(model.config.num_hidden_layers),
         normalizer_length=settings.normalizer_length, progress=False, schedule="geometric",
         rows=task.calibration_rows(settings.soft.seed),
     )
@@ -130,6 +142,7 @@ def train_ltp(
             "max_train_samples": max_train_samples, "max_length": max_length}
     run = open_run(output, spec, save_steps, force)
     tokenizer, model, task = load_task(model_dir, data, max_train_samples, max_length, settings.soft.seed)
+    settings.check(model.config.num_hidden_layers)
     teacher = wrap(copy.deepcopy(model), None, "mask") if settings.distill else None
     soft_stage = run.stage("soft")
     if soft_stage is not None and soft_stage.is_done():
@@ -172,6 +185,7 @@ def _soft_stage(model, tokenizer, task, teacher, settings: LTPSettings, model_di
         "temperature": settings.temperature,
         "threshold_lr": settings.threshold_lr,
         "distill": {"temperature": settings.distill_temperature, "ce_weight": settings.ce_weight} if settings.distill else None,
+        "layers": list(settings.pruning_layers(model.config.num_hidden_layers)),
         "initial_thresholds": {str(r.layer): r.threshold for r in start.layers},
         "init_flops": settings.init_flops,
         "soft_epochs": settings.soft.epochs,
