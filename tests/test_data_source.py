@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -226,5 +227,5 @@ def test_every_recipe_parses_into_its_command():
         with command.make_context(command.name, ["--recipe", str(path), "--model", "m", "--output", "o"]) as ctx:
             for key, value in recipe.items():
                 assert ctx.params[key] == value, f"{path.name}: {key} = {ctx.params[key]!r}, recipe {value!r}"
-            if path.stem.startswith("ltp_mrpc_"):
+            if re.fullmatch(r"ltp_(sst2|mrpc|rte)_0\d+", path.stem):
                 assert ctx.params["distill"] is True and ctx.params["init_flops"] <= float("0." + path.stem.split("_")[-1][1:])
