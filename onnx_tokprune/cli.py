@@ -600,9 +600,9 @@ def _metric_line(metrics: dict[str, float], span: bool) -> str:
 def ltp_command(model, source, train_file, validation_file, problem_type, metric, output, max_train_samples, max_length, batch_size, seed, force, save_steps, lam, temperature, threshold_lr, final_threshold, init_flops, layers, soft_epochs, soft_lr, hard_epochs, hard_lr, distill, ce_weight, stride):
     """Learned Token Pruning: soft thresholds, then a hard stage; writes a checkpoint with tokprune.json.
     A span (QA) model trains with the span loss on QA data (removed tokens restored for its head)."""
+    from onnx_tokprune.architectures import spec_for
     from onnx_tokprune.training.common import TrainSettings
     from onnx_tokprune.training.ltp import LTPSettings, train_ltp
-    from onnx_tokprune.architectures import spec_for
     from onnx_tokprune.training.qa import QAData
 
     layer_list = _layers(layers)

@@ -42,7 +42,7 @@ class LTPSettings:
     final_threshold: float = 0.01
     init_flops: float | None = None
     """Start from thresholds calibrated to this relative FLOPs (tokprune-calibrate on 256 training
-    sentences, all layers, geometric schedule) instead of LTP's linear `final_threshold` ramp."""
+    sentences, the pruning layers, geometric schedule) instead of LTP's linear `final_threshold` ramp."""
     normalizer_length: int = 128
     layers: tuple[int, ...] | None = None
     """Pruning layers (each scores its tokens and removes those under its threshold); None: every
