@@ -229,3 +229,5 @@ def test_every_recipe_parses_into_its_command():
                 assert ctx.params[key] == value, f"{path.name}: {key} = {ctx.params[key]!r}, recipe {value!r}"
             if re.fullmatch(r"ltp_(sst2|mrpc|rte)_0\d+", path.stem):
                 assert ctx.params["distill"] is True and ctx.params["init_flops"] <= float("0." + path.stem.split("_")[-1][1:])
+            if re.fullmatch(r"top_(sst2|mrpc|rte)_0\d+", path.stem):
+                assert ctx.params["target_flops"] == float("0." + path.stem.split("_")[-1][1:]), f"{path.name}: target_flops"
