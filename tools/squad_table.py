@@ -1,6 +1,7 @@
 """The README's SQuAD table from tools/squad.sh's outputs (eval JSONs and bench reports under out/).
 
     python tools/squad_table.py squad_cal06 squad_ltp05 squad_top05
+    python tools/squad_table.py            # every checkpoint with an out/squad/eval_NAME.json
 """
 
 from __future__ import annotations
@@ -21,8 +22,15 @@ def label(name: str) -> str:
     return {"cal": f"calibrated {target}", "ltp": f"LTP (init {target})", "top": f"ToP (target {target})"}.get(kind, name)
 
 
+def evaluated(out: Path) -> list[str]:
+    """The checkpoint names tools/squad.sh evaluated: out/squad/eval_NAME.json, without its -int8 / -protected variants."""
+    names = {p.stem.removeprefix("eval_") for p in out.glob("eval_squad_*.json")}
+    return sorted(n for n in names if not n.endswith(("-int8", "-protected")))
+
+
 def main(names: list[str]) -> None:
     out = Path("out/squad")
+    names = names or evaluated(out)
     base = load(out / "eval_unpruned.json")
     if base is None:
         raise SystemExit("out/squad/eval_unpruned.json is missing: run tools/squad.sh first")
@@ -51,4 +59,4 @@ def main(names: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["squad_cal06", "squad_cal08", "squad_ltp05", "squad_ltp08", "squad_top05", "squad_top08"])
+    main(sys.argv[1:])
