@@ -446,6 +446,10 @@ def _train_options(func):
         click.option("--max-train-samples", type=int, help="Seeded random subset of the training set."),
         click.option("--max-length", type=int, default=128, show_default=True, help="Training truncation length."),
         click.option("--batch-size", type=int, default=32, show_default=True),
+        click.option(
+            "--group-by-length", is_flag=True,
+            help="Batch inputs of similar length (less padding, faster on long-tailed data such as RTE; batches stay shuffled).",
+        ),
         click.option("--seed", type=int, default=42, show_default=True),
         click.option("--force", is_flag=True, help="Replace --output if it exists; start over instead of resuming a different interrupted run."),
         _save_steps_option,
@@ -483,7 +487,7 @@ def train_group() -> None:
 @click.option("--num-layers", type=int, help="Keep only the first N encoder layers (the fewer-layers baseline).")
 @_train_options
 @user_errors
-def finetune_command(model, source, train_file, validation_file, problem_type, metric, output, max_train_samples, max_length, batch_size, seed, force, save_steps, epochs, lr, num_layers):
+def finetune_command(model, source, train_file, validation_file, problem_type, metric, output, max_train_samples, max_length, batch_size, group_by_length, seed, force, save_steps, epochs, lr, num_layers):
     """Baseline fine-tuning (HF Trainer): the teacher and starting point for LTP and ToP."""
     from onnx_tokprune.modeling import check_checkpoint
     from onnx_tokprune.training.common import TrainSettings
@@ -492,7 +496,7 @@ def finetune_command(model, source, train_file, validation_file, problem_type, m
     data = _training_input(source, train_file, validation_file, problem_type, metric)
     check_output_dir(Path(output), force)
     check_checkpoint(model, "new", local=False)
-    settings = TrainSettings(epochs=epochs, learning_rate=lr, batch_size=batch_size, seed=seed)
+    settings = TrainSettings(epochs=epochs, learning_rate=lr, batch_size=batch_size, seed=seed, group_by_length=group_by_length)
     metrics = finetune(model, data, output, settings, max_train_samples, max_length, force, num_layers, save_steps)
     click.echo(f"wrote {output}; validation: " + ", ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items()))
 
@@ -597,7 +601,7 @@ def _metric_line(metrics: dict[str, float], span: bool) -> str:
 @_stride_option
 @_train_options
 @user_errors
-def ltp_command(model, source, train_file, validation_file, problem_type, metric, output, max_train_samples, max_length, batch_size, seed, force, save_steps, lam, temperature, threshold_lr, final_threshold, init_flops, layers, soft_epochs, soft_lr, hard_epochs, hard_lr, distill, ce_weight, stride):
+def ltp_command(model, source, train_file, validation_file, problem_type, metric, output, max_train_samples, max_length, batch_size, group_by_length, seed, force, save_steps, lam, temperature, threshold_lr, final_threshold, init_flops, layers, soft_epochs, soft_lr, hard_epochs, hard_lr, distill, ce_weight, stride):
     """Learned Token Pruning: soft thresholds, then a hard stage; writes a checkpoint with tokprune.json.
     A span (QA) model trains with the span loss on QA data (removed tokens restored for its head)."""
     from onnx_tokprune.architectures import spec_for
@@ -611,8 +615,8 @@ def ltp_command(model, source, train_file, validation_file, problem_type, metric
     settings = LTPSettings(
         lam=lam, temperature=temperature, threshold_lr=threshold_lr, final_threshold=final_threshold, init_flops=init_flops,
         layers=tuple(layer_list) if layer_list else None, distill=distill, ce_weight=ce_weight,
-        soft=TrainSettings(epochs=soft_epochs, learning_rate=soft_lr, batch_size=batch_size, seed=seed),
-        hard=TrainSettings(epochs=hard_epochs, learning_rate=hard_lr, batch_size=batch_size, seed=seed),
+        soft=TrainSettings(epochs=soft_epochs, learning_rate=soft_lr, batch_size=batch_size, seed=seed, group_by_length=group_by_length),
+        hard=TrainSettings(epochs=hard_epochs, learning_rate=hard_lr, batch_size=batch_size, seed=seed, group_by_length=group_by_length),
     )
     settings.check(spec_for(hf).fields.get(hf, "layers"))
     config, metrics = train_ltp(model, data, output, settings, max_train_samples, max_length, force, save_steps)
@@ -639,7 +643,7 @@ def ltp_command(model, source, train_file, validation_file, problem_type, metric
 @_stride_option
 @_train_options
 @user_errors
-def top_command(model, source, train_file, validation_file, problem_type, metric, output, max_train_samples, max_length, batch_size, seed, force, save_steps, target_flops, bins, layers, rank_layers, top_k, rank_weight, ce_weight, reg_lr, warmup_epochs, epochs, lr, match_samples, hard_epochs, hard_lr, stride):
+def top_command(model, source, train_file, validation_file, problem_type, metric, output, max_train_samples, max_length, batch_size, group_by_length, seed, force, save_steps, target_flops, bins, layers, rank_layers, top_k, rank_weight, ce_weight, reg_lr, warmup_epochs, epochs, lr, match_samples, hard_epochs, hard_lr, stride):
     """ToP: ranking distillation + L0 gates over rank bins and layers under a FLOPs constraint.
     A span (QA) model distils the teacher's start/end distributions on QA data."""
     from onnx_tokprune.architectures import spec_for
@@ -653,8 +657,9 @@ def top_command(model, source, train_file, validation_file, problem_type, metric
     settings = ToPSettings(
         target_flops=target_flops, bins=bins, layers=layer_list, rank_layers=rank_list, top_k=top_k,
         rank_weight=rank_weight, ce_weight=ce_weight, reg_lr=reg_lr, warmup_epochs=warmup_epochs, match_samples=match_samples,
-        train=TrainSettings(epochs=epochs, learning_rate=lr, batch_size=batch_size, seed=seed),
-        hard=TrainSettings(epochs=hard_epochs, learning_rate=hard_lr, batch_size=batch_size, seed=seed) if hard_epochs > 0 else None,
+        train=TrainSettings(epochs=epochs, learning_rate=lr, batch_size=batch_size, seed=seed, group_by_length=group_by_length),
+        hard=TrainSettings(epochs=hard_epochs, learning_rate=hard_lr, batch_size=batch_size, seed=seed, group_by_length=group_by_length)
+        if hard_epochs > 0 else None,
     )
     settings.check(spec_for(hf).fields.get(hf, "layers"))
     config, metrics = train_top(model, data, output, settings, max_train_samples, max_length, force, save_steps)
