@@ -301,3 +301,20 @@ def test_gate_state_round_trips_and_refuses_what_does_not_fit(tmp_path):
     # a checkpoint from before the file: its provenance held the log-alphas
     legacy = {"target_flops": 0.7, "candidate_layers": [1], "bin_log_alpha": [[1.0, -1.0]], "layer_log_alpha": [1.0], "task": "sst2"}
     assert GateState.load(tmp_path / "elsewhere", legacy).candidate_layers == [1]
+
+
+def test_measured_flops_do_not_depend_on_how_rows_are_batched(tiny_bert, minilm_tokenizer):
+    """FLOPs matching measures in length-sorted batches: padding must not leak into any row's kept count."""
+    from conftest import TINY_VOCAB
+    from onnx_tokprune.training.top import measured_relative_flops
+
+    config = PruneConfig(rule="rank_bins", method="top", score_normalizer="length", layers=(LayerRule(1, bin_mask=(1, 0, 1, 1, 0)),))
+    rng = np.random.default_rng(3)
+    rows = []
+    for n in rng.permutation([5, 31, 9, 17, 40, 6, 23, 12, 28, 8]):
+        ids = [1, *rng.integers(3, TINY_VOCAB, n - 2).tolist(), 2]
+        rows.append({"input_ids": ids, "attention_mask": [1] * n, "token_type_ids": [0] * n})
+    shape = EncoderShape.from_hf(tiny_bert.config)
+    batched = measured_relative_flops(tiny_bert, config, rows, minilm_tokenizer, shape, batch_size=4)
+    alone = measured_relative_flops(tiny_bert, config, rows, minilm_tokenizer, shape, batch_size=1)
+    assert batched == pytest.approx(alone, abs=1e-12) and 0.5 < batched < 1

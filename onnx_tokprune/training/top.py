@@ -104,7 +104,8 @@ class ToPSettings:
 
 def measured_relative_flops(model, config: PruneConfig | None, rows: list[dict], tokenizer, shape: EncoderShape, batch_size: int = 64) -> float:
     """Relative FLOPs of `config` on encoded inputs (dicts of input_ids / attention_mask /
-    token_type_ids lists), run in mask mode (what the artifact removes)."""
+    token_type_ids lists), run in mask mode (what the artifact removes). Batched by length: each row's
+    kept counts do not depend on its batch, and random batches of long-tailed inputs pad 2-3x."""
     from transformers import DataCollatorWithPadding
 
     if config is None:
@@ -114,6 +115,7 @@ def measured_relative_flops(model, config: PruneConfig | None, rows: list[dict],
     device = next(model.parameters()).device
     lengths: list[int] = []
     kept: list[dict[int, float]] = []
+    rows = sorted(rows, key=lambda row: len(row["input_ids"]))
     with torch.no_grad():
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
