@@ -4,6 +4,7 @@ things a user could do instead, every point measured the same way.
 A point is one deployable graph (an artifact directory) and the inputs it reads:
 - ``fine-tuned``: the baseline checkpoint, unpruned and fused (the reference: latency 1, FLOPs 1);
 - ``calibrated`` / ``LTP`` / ``ToP`` (any pruned checkpoint, by its tokprune.json `method`): its fused artifact;
+  one pruned from a fewer-layers model stays on its method's curve, its depth recorded and named;
 - ``truncation``: the baseline's artifact on inputs cut to k tokens (no training);
 - ``truncation (fine-tuned)``: a checkpoint fine-tuned on inputs cut to k, run on inputs cut to k;
 - ``fewer layers``: a checkpoint with fewer encoder layers than the baseline (`tokprune-train finetune
@@ -71,6 +72,7 @@ class Point:
     checkpoint: str
     max_tokens: int | None = None
     layers: int | None = None
+    """Encoder layers of a fewer-layers point, and of a pruned point whose model has fewer layers than the baseline's."""
     kept_tokens: dict[str, float] = field(default_factory=dict)
     produced_by: dict = field(default_factory=dict)
 
@@ -274,7 +276,9 @@ class FrontierRun:
         ms, base_ms, ratio = self.latency(session, spec.max_tokens, spec.name)
         if spec.method == BASELINE and not spec.int8:  # the reference itself: 1 by definition, not a noisy self-comparison
             ms, ratio = base_ms, 1.0
-        layers = session.artifact.hf_config.get("num_hidden_layers") if spec.method == FEWER_LAYERS else None
+        depth = _depth(session.artifact.hf_config)
+        shallower = spec.method == FEWER_LAYERS or (spec.pruned and depth < _depth(self.reference_session().artifact.hf_config))
+        layers = depth if shallower else None
         return Point(
             name=spec.name, method=spec.method, precision="int8" if spec.int8 else "fp32", metric_name=result.main_metric,
             metric=100 * result.metrics[result.main_metric], relative_flops=result.analytic_gflops / reference_gflops,
@@ -382,6 +386,12 @@ def evaluation_noise(frontier: Frontier) -> str:
     return line + "."
 
 
+def _depth(hf_config: dict) -> int:
+    from onnx_tokprune.architectures import spec_for
+
+    return spec_for(hf_config).fields.get(hf_config, "layers")
+
+
 def _detail(p: Point) -> str:
     if p.method == BASELINE:
         return f"unpruned ({Path(p.checkpoint).name})"
@@ -391,7 +401,7 @@ def _detail(p: Point) -> str:
         return f"first {p.max_tokens} tokens ({Path(p.checkpoint).name})"
     if p.method == FEWER_LAYERS:
         return f"{p.layers} layers ({Path(p.checkpoint).name})"
-    return Path(p.checkpoint).name
+    return Path(p.checkpoint).name + (f" (on {p.layers} layers)" if p.layers else "")
 
 
 def plot(frontier: Frontier, path: str | os.PathLike) -> None:

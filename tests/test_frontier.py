@@ -34,6 +34,7 @@ def models(tiny_checkpoint, tmp_path_factory):
             "--batch-size", 8, "--max-length", 64, "--output", root / "layers2"])
     invoke(["train", "finetune", "--model", tiny_checkpoint, *data, "--epochs", 1, "--max-train-samples", 16,
             "--batch-size", 8, "--max-length", 10, "--output", root / "cut10"])
+    invoke(["calibrate", "--model", root / "layers2", *data, "--samples", 16, "--flops", "0.8", "--layers", "1", "--output", root / "cal8_on2"])
     return root, glue
 
 
@@ -70,7 +71,7 @@ def test_eval_max_tokens_too_small_is_one_line(tiny_checkpoint, tmp_path):
 
 def frontier_args(root, glue, out, *extra):
     return ["frontier", "--baseline", root.parent / "baseline", "--model", root / "cal6", "--model", root / "cal8",
-            "--model", root / "layers2", *DATA, "--data-dir", glue, "--samples", 6, "--repeats", 1, "--threads", 1,
+            "--model", root / "layers2", "--model", root / "cal8_on2", *DATA, "--data-dir", glue, "--samples", 6, "--repeats", 1, "--threads", 1,
             "--output", out, *extra]
 
 
@@ -96,6 +97,10 @@ def test_frontier_writes_every_method_at_both_precisions(frontier):
     assert by_name["cal6", "fp32"]["relative_flops"] < by_name["cal8", "fp32"]["relative_flops"] < 1
     assert by_name["cal6", "fp32"]["kept_tokens"]
     assert 0.3 < by_name["layers2", "fp32"]["relative_flops"] < 0.6 and by_name["layers2", "fp32"]["layers"] == 2
+    # pruned from the 2-layer model: on the calibrated curve, FLOPs against the 4-layer baseline, its depth kept
+    on2 = by_name["cal8_on2", "fp32"]
+    assert on2["method"] == "calibrated" and on2["layers"] == 2 and by_name["cal6", "fp32"]["layers"] is None
+    assert on2["relative_flops"] < by_name["layers2", "fp32"]["relative_flops"]
     truncated = [p for p in points if p["method"] == "truncation" and p["precision"] == "fp32"]
     assert 12 in {p["max_tokens"] for p in truncated} and len(truncated) >= 2
     for p in truncated:  # 'auto' picks lengths whose FLOPs are those of the calibrated points
@@ -110,7 +115,7 @@ def test_frontier_writes_every_method_at_both_precisions(frontier):
     assert data["environment"]["threads"] == 1 and "tokprune frontier --baseline" in data["command"]
     md = (out / "frontier.md").read_text()
     assert "| method | point | precision | accuracy |" in md and "Fastest point per method within 1 point" in md
-    assert "first 12 tokens" in md and "2 layers (layers2)" in md and "first 10 tokens (cut10)" in md
+    assert "first 12 tokens" in md and "2 layers (layers2)" in md and "cal8_on2 (on 2 layers)" in md and "first 10 tokens (cut10)" in md
     assert (out / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "wrote" in output and str(out / "frontier.png") in output
 
