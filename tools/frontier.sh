@@ -2,7 +2,8 @@
 # The accuracy-vs-latency frontier of one GLUE task on the real MiniLM-L6 (`tokprune frontier`):
 # the fine-tuned baseline (models/finetune_minilm_TASK.json), training-free calibration at each of
 # TARGETS, every LTP / ToP recipe of the task (models/ltp_TASK*.json, models/top_TASK*.json: one file per
-# method x task x target), the first m layers fine-tuned (m in LAYERS, the same recipe with
+# method x task x target; a recipe named *_from_layersM.json prunes the first-M-layers model instead of the
+# 6-layer one, as its student and teacher), the first m layers fine-tuned (m in LAYERS, the same recipe with
 # --num-layers), truncation at the lengths whose FLOPs match the pruned points ('auto'; with TRUNCATION_AWARE=1
 # also fine-tuned at those lengths), all as fp32 and INT8.
 # Incremental: a checkpoint that exists is not trained again, and the frontier command reuses every
@@ -41,7 +42,12 @@ for recipe in ${RECIPES-models/ltp_"$TASK"*.json models/top_"$TASK"*.json}; do
   [ -f "$recipe" ] || continue
   name=$(basename "$recipe" .json)
   method=${name%%_*}
-  [ -d $CKPT/$name ] || tokprune-train "$method" --recipe "$recipe" --model $CKPT/finetuned --output $CKPT/$name
+  start=$CKPT/finetuned
+  if [[ $name =~ _from_layers([0-9]+)$ ]]; then
+    start=$CKPT/layers${BASH_REMATCH[1]}
+    [ -d "$start" ] || tokprune-train finetune --recipe "$RECIPE" --model "$MODEL" --num-layers "${BASH_REMATCH[1]}" --output "$start"
+  fi
+  [ -d $CKPT/$name ] || tokprune-train "$method" --recipe "$recipe" --model "$start" --output $CKPT/$name
   models+=(--model $CKPT/$name)
 done
 for m in $LAYERS; do
