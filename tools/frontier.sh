@@ -9,7 +9,8 @@
 # Incremental: a checkpoint that exists is not trained again, and the frontier command reuses every
 # point whose inputs are unchanged; delete a checkpoint (or pass --force to tokprune frontier) to redo it.
 # Usage: bash tools/frontier.sh TASK   (e.g. mrpc; TARGETS="0.6 0.45 0.3" LAYERS="2 3 4 5" by default, "" for none;
-# RECIPES="models/ltp_TASK_06.json ..." trains only those, RECIPES="" none of them; FRONTIER_OPTIONS are
+# RECIPES="models/ltp_TASK_06.json ..." trains only those, RECIPES="" none of them (every LTP / ToP checkpoint
+# already under out/frontier/checkpoints/TASK is a point either way); FRONTIER_OPTIONS are
 # passed to tokprune frontier, e.g. "--samples 100 --repeats 3"; CALIBRATE_OPTIONS go to tokprune-calibrate,
 # default "--schedule geometric", which reaches lower targets than the linear schedule)
 set -euo pipefail
@@ -48,7 +49,11 @@ for recipe in ${RECIPES-models/ltp_"$TASK"*.json models/top_"$TASK"*.json}; do
     [ -d "$start" ] || tokprune-train finetune --recipe "$RECIPE" --model "$MODEL" --num-layers "${BASH_REMATCH[1]}" --output "$start"
   fi
   [ -d $CKPT/$name ] || tokprune-train "$method" --recipe "$recipe" --model "$start" --output $CKPT/$name
-  models+=(--model $CKPT/$name)
+done
+# every trained LTP / ToP checkpoint of the task is a point, also one RECIPES does not name this time (the
+# frontier's files list the points of this run only); an interrupted run's NAME.resume has no tokprune.json
+for dir in $CKPT/ltp_* $CKPT/top_*; do
+  if [ -f "$dir/tokprune.json" ]; then models+=(--model "$dir"); fi
 done
 for m in $LAYERS; do
   [ -d $CKPT/layers$m ] || tokprune-train finetune --recipe "$RECIPE" --model "$MODEL" --num-layers "$m" --output $CKPT/layers$m
