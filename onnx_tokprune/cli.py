@@ -604,7 +604,7 @@ def _metric_line(metrics: dict[str, float], span: bool) -> str:
 def ltp_command(model, source, train_file, validation_file, problem_type, metric, output, max_train_samples, max_length, batch_size, group_by_length, seed, force, save_steps, lam, temperature, threshold_lr, final_threshold, init_flops, layers, soft_epochs, soft_lr, hard_epochs, hard_lr, distill, ce_weight, stride):
     """Learned Token Pruning: soft thresholds, then a hard stage; writes a checkpoint with tokprune.json.
     A span (QA) model trains with the span loss on QA data (removed tokens restored for its head)."""
-    from onnx_tokprune.architectures import spec_for
+    from onnx_tokprune.architectures import num_layers
     from onnx_tokprune.training.common import TrainSettings
     from onnx_tokprune.training.ltp import LTPSettings, train_ltp
     from onnx_tokprune.training.qa import QAData
@@ -618,7 +618,7 @@ def ltp_command(model, source, train_file, validation_file, problem_type, metric
         soft=TrainSettings(epochs=soft_epochs, learning_rate=soft_lr, batch_size=batch_size, seed=seed, group_by_length=group_by_length),
         hard=TrainSettings(epochs=hard_epochs, learning_rate=hard_lr, batch_size=batch_size, seed=seed, group_by_length=group_by_length),
     )
-    settings.check(spec_for(hf).fields.get(hf, "layers"))
+    settings.check(num_layers(hf))
     config, metrics = train_ltp(model, data, output, settings, max_train_samples, max_length, force, save_steps)
     thresholds = ", ".join(f"L{r.layer}: {r.threshold:.4g}" for r in config.layers)
     click.echo(f"wrote {output}; thresholds {thresholds}; dev (drop mode): " + _metric_line(metrics, isinstance(data, QAData)))
@@ -646,7 +646,7 @@ def ltp_command(model, source, train_file, validation_file, problem_type, metric
 def top_command(model, source, train_file, validation_file, problem_type, metric, output, max_train_samples, max_length, batch_size, group_by_length, seed, force, save_steps, target_flops, bins, layers, rank_layers, top_k, rank_weight, ce_weight, reg_lr, warmup_epochs, epochs, lr, match_samples, hard_epochs, hard_lr, stride):
     """ToP: ranking distillation + L0 gates over rank bins and layers under a FLOPs constraint.
     A span (QA) model distils the teacher's start/end distributions on QA data."""
-    from onnx_tokprune.architectures import spec_for
+    from onnx_tokprune.architectures import num_layers
     from onnx_tokprune.training.common import TrainSettings
     from onnx_tokprune.training.qa import QAData
     from onnx_tokprune.training.top import ToPSettings, train_top
@@ -661,7 +661,7 @@ def top_command(model, source, train_file, validation_file, problem_type, metric
         hard=TrainSettings(epochs=hard_epochs, learning_rate=hard_lr, batch_size=batch_size, seed=seed, group_by_length=group_by_length)
         if hard_epochs > 0 else None,
     )
-    settings.check(spec_for(hf).fields.get(hf, "layers"))
+    settings.check(num_layers(hf))
     config, metrics = train_top(model, data, output, settings, max_train_samples, max_length, force, save_steps)
     kept = ", ".join(f"L{r.layer}: {sum(r.bin_mask)}/{len(r.bin_mask)}" for r in config.layers)
     click.echo(f"wrote {output}; open bins {kept}; dev (drop mode): " + _metric_line(metrics, isinstance(data, QAData)))
@@ -682,7 +682,7 @@ def top_command(model, source, train_file, validation_file, problem_type, metric
 @_kernel_option
 def frontier_command(baseline, models, truncations, truncated_models, source, data_file, metric, samples, repeats, threads, int8, output, force, kernel):
     """Metric against measured latency and FLOPs: pruned checkpoints beside truncation and fewer layers."""
-    from onnx_tokprune.architectures import spec_for
+    from onnx_tokprune.architectures import num_layers
     from onnx_tokprune.config import CONFIG_NAME
     from onnx_tokprune.data.source import load_split
     from onnx_tokprune.flops import EncoderShape
@@ -714,7 +714,7 @@ def frontier_command(baseline, models, truncations, truncated_models, source, da
     hf = check_checkpoint(baseline, "trained")
     if (Path(baseline) / CONFIG_NAME).is_file():
         raise click.UsageError(f"{baseline} prunes ({CONFIG_NAME}): --baseline is the fine-tuned, unpruned checkpoint; pass pruned ones with --model")
-    baseline_layers = spec_for(hf, baseline).fields.get(hf, "layers")
+    baseline_layers = num_layers(hf, baseline)
     specs = [PointSpec(BASELINE, BASELINE, baseline)]
     for model in models:
         method, pruned = classify_checkpoint(model, baseline_layers)

@@ -159,7 +159,7 @@ def results_markdown(frontiers: Sequence[Frontier], budget: float = LOSS_BUDGET)
 def classify_checkpoint(path: str | os.PathLike, baseline_layers: int) -> tuple[str, bool]:
     """(the curve a checkpoint belongs to, whether it prunes): its tokprune.json method, else "fewer
     layers" when it has fewer layers than the baseline; CheckpointError for anything else."""
-    from onnx_tokprune.architectures import spec_for
+    from onnx_tokprune.architectures import num_layers
     from onnx_tokprune.config import CONFIG_NAME, PruneConfig
     from onnx_tokprune.modeling import check_checkpoint
 
@@ -167,7 +167,7 @@ def classify_checkpoint(path: str | os.PathLike, baseline_layers: int) -> tuple[
     if (Path(path) / CONFIG_NAME).is_file():
         method = PruneConfig.load(path).method
         return METHOD_LABELS.get(method, method), True
-    layers = spec_for(hf, str(path)).fields.get(hf, "layers")
+    layers = num_layers(hf, str(path))
     if layers < baseline_layers:
         return FEWER_LAYERS, False
     raise CheckpointError(
@@ -265,6 +265,7 @@ class FrontierRun:
         return point
 
     def _measure(self, spec: PointSpec) -> Point:
+        from onnx_tokprune.architectures import num_layers
         from onnx_tokprune.evaluate import evaluate_artifact
         from onnx_tokprune.runtime.session import PrunedSession
 
@@ -276,8 +277,8 @@ class FrontierRun:
         ms, base_ms, ratio = self.latency(session, spec.max_tokens, spec.name)
         if spec.method == BASELINE and not spec.int8:  # the reference itself: 1 by definition, not a noisy self-comparison
             ms, ratio = base_ms, 1.0
-        depth = _depth(session.artifact.hf_config)
-        shallower = spec.method == FEWER_LAYERS or (spec.pruned and depth < _depth(self.reference_session().artifact.hf_config))
+        depth = num_layers(session.artifact.hf_config)
+        shallower = spec.method == FEWER_LAYERS or (spec.pruned and depth < num_layers(self.reference_session().artifact.hf_config))
         layers = depth if shallower else None
         return Point(
             name=spec.name, method=spec.method, precision="int8" if spec.int8 else "fp32", metric_name=result.main_metric,
@@ -384,12 +385,6 @@ def evaluation_noise(frontier: Frontier) -> str:
         if se > LOSS_BUDGET:
             line += f": differences within {LOSS_BUDGET:g} point are within this set's noise"
     return line + "."
-
-
-def _depth(hf_config: dict) -> int:
-    from onnx_tokprune.architectures import spec_for
-
-    return spec_for(hf_config).fields.get(hf_config, "layers")
 
 
 def _detail(p: Point) -> str:

@@ -28,6 +28,8 @@ RECIPE=models/finetune_minilm_$TASK.json
 [ -f "$RECIPE" ] || { echo "no $RECIPE: write the task's fine-tuning recipe first" >&2; exit 2; }
 tokprune build-kernel
 mkdir -p "$CKPT"
+# the first $1 layers of the pretrained model, fine-tuned with the task's recipe (once)
+fewer_layers() { [ -d $CKPT/layers$1 ] || tokprune-train finetune --recipe "$RECIPE" --model "$MODEL" --num-layers "$1" --output $CKPT/layers$1; }
 [ -d $CKPT/finetuned ] || tokprune-train finetune --recipe "$RECIPE" --model "$MODEL" --output $CKPT/finetuned
 models=()
 for target in $TARGETS; do
@@ -45,8 +47,8 @@ for recipe in ${RECIPES-models/ltp_"$TASK"*.json models/top_"$TASK"*.json}; do
   method=${name%%_*}
   start=$CKPT/finetuned
   if [[ $name =~ _from_layers([0-9]+)$ ]]; then
+    fewer_layers "${BASH_REMATCH[1]}"
     start=$CKPT/layers${BASH_REMATCH[1]}
-    [ -d "$start" ] || tokprune-train finetune --recipe "$RECIPE" --model "$MODEL" --num-layers "${BASH_REMATCH[1]}" --output "$start"
   fi
   [ -d $CKPT/$name ] || tokprune-train "$method" --recipe "$recipe" --model "$start" --output $CKPT/$name
 done
@@ -56,7 +58,7 @@ for dir in $CKPT/ltp_* $CKPT/top_*; do
   if [ -f "$dir/tokprune.json" ]; then models+=(--model "$dir"); fi
 done
 for m in $LAYERS; do
-  [ -d $CKPT/layers$m ] || tokprune-train finetune --recipe "$RECIPE" --model "$MODEL" --num-layers "$m" --output $CKPT/layers$m
+  fewer_layers "$m"
   models+=(--model $CKPT/layers$m)
 done
 tokprune frontier --baseline $CKPT/finetuned "${models[@]}" --truncate auto --task "$TASK" --output "$OUT" ${FRONTIER_OPTIONS:-}

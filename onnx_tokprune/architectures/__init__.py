@@ -35,4 +35,9 @@ def spec_for(config: Any, where: str = "the checkpoint") -> ArchitectureSpec:
     return spec
 
 
-__all__ = ["ARCHITECTURES", "ArchitectureSpec", "ConfigFields", "spec_for", "supported"]
+def num_layers(config: Any, where: str = "the checkpoint") -> int:
+    """The encoder layers of an HF config object or dict (by its architecture's field name)."""
+    return spec_for(config, where).fields.get(config, "layers")
+
+
+__all__ = ["ARCHITECTURES", "ArchitectureSpec", "ConfigFields", "num_layers", "spec_for", "supported"]
