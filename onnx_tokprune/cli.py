@@ -746,6 +746,7 @@ def frontier_command(baseline, models, truncations, truncated_models, source, da
     frontier = Frontier(
         task=split.name, metric_name=run.metric_name, baseline=str(baseline), points=points,
         environment=environment(threads, "kernel" if run.reference_session().kernel_library else "function"), command=shlex.join(args),
+        floors=run.pruning_floors(),
     )
     for path in write(frontier, output):
         click.echo(f"wrote {path}")

@@ -103,3 +103,9 @@ def relative_flops(shape: EncoderShape, lengths: Sequence[int], kept: Sequence[d
     """Total pruned FLOPs / total unpruned FLOPs over a set of inputs."""
     pruned = sum(shape.flops(n, k) for n, k in zip(lengths, kept))
     return pruned / sum(shape.flops(n) for n in lengths)
+
+
+def pruning_floor(shape: EncoderShape, lengths: Sequence[int], first_layer: int) -> float:
+    """The least relative FLOPs of pruning that starts at `first_layer`: every layer before it whole, its
+    QKV and attention on every token, and only [CLS] left after its attention."""
+    return relative_flops(shape, lengths, [{layer: 1 for layer in range(first_layer, shape.layers)} for _ in lengths])

@@ -90,6 +90,8 @@ class Frontier:
     environment: dict
     axes: list[dict[str, str]] = field(default_factory=lambda: [{"x": LATENCY_AXIS}, {"x": FLOPS_AXIS}])
     command: str = ""
+    floors: dict[str, float] = field(default_factory=dict)
+    """first pruning layer -> the least relative FLOPs pruning from it can reach on these inputs (flops.pruning_floor)."""
 
     def reference(self) -> Point:
         return next(p for p in self.points if p.method == BASELINE and p.precision == "fp32")
@@ -302,6 +304,13 @@ class FrontierRun:
         lengths = self.lengths()
         return sum(shape.flops(n) for n in lengths) / len(lengths) / 1e9
 
+    def pruning_floors(self, first_layers: Sequence[int] = (0, 1, 2)) -> dict[str, float]:
+        """flops.pruning_floor of the baseline on the whole evaluation inputs, per first pruning layer."""
+        from onnx_tokprune.flops import EncoderShape, pruning_floor
+
+        shape = EncoderShape.from_hf(self.reference_session().artifact.hf_config)
+        return {str(first): pruning_floor(shape, self.lengths(), first) for first in first_layers if first < shape.layers}
+
     def lengths(self) -> list[int]:
         """The whole evaluation inputs' token counts (tokenized once)."""
         if self._lengths is None:
@@ -358,6 +367,9 @@ def markdown(frontier: Frontier) -> str:
             lines.append(f"| {p.method} | {p.precision} | {_detail(p)} | {p.metric - ref.metric:+.2f} | {p.relative_flops:.3f} | {p.speedup:.2f}× |")
     else:
         lines.append("none")
+    fits = latency_fit_lines(frontier)
+    if fits:
+        lines += ["", *fits]
     noise = evaluation_noise(frontier)
     if noise:
         lines += ["", noise]
@@ -368,6 +380,68 @@ def markdown(frontier: Frontier) -> str:
     if frontier.command:
         lines.append(f"\nCommand: `{frontier.command}`")
     return "\n".join(lines)
+
+
+UNPRUNED_METHODS = (BASELINE, TRUNCATION, TRUNCATION_TRAINED, FEWER_LAYERS)
+"""Curves whose points remove no tokens inside the model."""
+
+
+@dataclass(frozen=True)
+class LatencyFit:
+    """Latency ratio ≈ intercept + slope × relative FLOPs, least squares over the pruned points of one
+    precision on the baseline's depth. The intercept is what removing tokens cannot remove (the first
+    layers before pruning starts scale with FLOPs; embeddings, the head, per-node overhead and, for INT8,
+    the quantized baseline's own gain do not), so 1 / intercept bounds the speedup of pruning alone."""
+
+    precision: str
+    intercept: float
+    slope: float
+    r2: float
+    points: int
+    flops_range: tuple[float, float]
+
+    def flops_for(self, speedup: float) -> float:
+        """The relative FLOPs at which the fit reaches `speedup` (≤ 0: out of pruning's reach)."""
+        return (1 / speedup - self.intercept) / self.slope
+
+    @property
+    def ceiling(self) -> float:
+        return 1 / self.intercept if self.intercept > 0 else float("inf")
+
+
+def latency_fit(frontier: Frontier, precision: str = "fp32", min_points: int = 3, min_spread: float = 0.1) -> LatencyFit | None:
+    """The LatencyFit of the frontier's pruned points of `precision` (points pruned from a fewer-layers
+    model are left out: their layers are cheaper); None with fewer than `min_points` points, or FLOPs
+    spanning less than `min_spread`, or latency not rising with FLOPs."""
+    import statistics
+
+    pts = [p for p in frontier.points if p.method not in UNPRUNED_METHODS and p.precision == precision and p.layers is None]
+    x, y = [p.relative_flops for p in pts], [p.latency_ratio for p in pts]
+    if len(pts) < min_points or max(x) - min(x) < min_spread:
+        return None
+    slope, intercept = statistics.linear_regression(x, y)
+    if slope <= 0:
+        return None
+    return LatencyFit(precision, intercept, slope, statistics.correlation(x, y) ** 2, len(pts), (min(x), max(x)))
+
+
+def latency_fit_lines(frontier: Frontier, speedups: Sequence[float] = (1.5, 2.0, 2.5, 3.0, 4.0)) -> list[str]:
+    """One sentence per precision: the fit, its ceiling, and the relative FLOPs each speedup would need."""
+    lines = []
+    for precision in ("fp32", "int8"):
+        fit = latency_fit(frontier, precision)
+        if fit is None:
+            continue
+        needs = ", ".join(f"{s:g}× ≈ {fit.flops_for(s):.2f}" for s in speedups if 0 < fit.flops_for(s) < 1)
+        lines.append(
+            f"Pruned points' latency ({precision}, {fit.points} points at {fit.flops_range[0]:.2f}–{fit.flops_range[1]:.2f} relative FLOPs) "
+            f"≈ {fit.intercept:.3f} + {fit.slope:.3f} × relative FLOPs (r² {fit.r2:.2f}): pruning alone cannot pass "
+            f"{fit.ceiling:.1f}× (zero FLOPs, extrapolated)" + (f"; relative FLOPs needed for {needs}" if needs else "")
+            + "".join(f"; pruning from layer {first} cannot go below {floor:.3f} (only [CLS] after its attention): "
+                      f"{1 / (fit.intercept + fit.slope * floor):.2f}× at most" for first, floor in sorted(frontier.floors.items()))
+            + "."
+        )
+    return lines
 
 
 def evaluation_noise(frontier: Frontier) -> str:

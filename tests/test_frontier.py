@@ -113,6 +113,8 @@ def test_frontier_writes_every_method_at_both_precisions(frontier):
         assert p["latency_ratio"] > 0 and p["median_ms"] > 0 and 0 <= p["metric"] <= 100 and p["metric_name"] == "accuracy"
     assert data["axes"] == [{"x": "batch-1 latency relative to the fused unpruned fp32 model"}, {"x": "relative FLOPs (1 = unpruned)"}]
     assert data["environment"]["threads"] == 1 and "tokprune frontier --baseline" in data["command"]
+    floors = data["floors"]  # the tiny model has 4 layers: pruning from layers 0, 1, 2
+    assert list(floors) == ["0", "1", "2"] and 0 < floors["0"] < floors["1"] < floors["2"] < 1
     md = (out / "frontier.md").read_text()
     assert "| method | point | precision | accuracy |" in md and "Fastest point per method within 1 point" in md
     assert "first 12 tokens" in md and "2 layers (layers2)" in md and "cal8_on2 (on 2 layers)" in md and "first 10 tokens (cut10)" in md
@@ -220,3 +222,60 @@ def test_evaluation_noise_says_when_one_point_is_within_the_sets_noise():
     assert "±0.3 points" in large and "noise" not in large
     assert evaluation_noise(frontier("f1", 86.6, 408)) == "Evaluation set: 408 examples (1 point ≈ 4.1 examples)."
     assert evaluation_noise(frontier("f1", 86.6, 0)) == ""
+
+
+def _fit_frontier(points, floors=None):
+    from onnx_tokprune.frontier import Frontier
+
+    ref = _point("finetuned", "fine-tuned", "fp32", 86.0, 1.0, 1.0)
+    return Frontier("mrpc", "f1", "out/finetuned", [ref, *points], {}, floors=floors or {})
+
+
+def test_latency_fit_is_over_the_pruned_points_of_one_precision_on_the_baselines_depth():
+    from onnx_tokprune.frontier import latency_fit
+
+    pruned = [_point(f"p{f}", m, "fp32", 85.0, f, 0.2 + 0.8 * f) for f, m in ((0.3, "LTP"), (0.45, "ToP"), (0.6, "calibrated"))]
+    others = [  # none of these may move the fit: not pruned, another precision, or pruned from a shallower model
+        _point("t16", "truncation", "fp32", 70.0, 0.3, 0.1, max_tokens=16),
+        _point("l2", "fewer layers", "fp32", 75.0, 0.33, 0.9, layers=2),
+        _point("on5", "LTP", "fp32", 84.0, 0.4, 0.1, layers=5),
+        _point("p3i", "LTP", "int8", 84.0, 0.3, 0.9),
+    ]
+    fit = latency_fit(_fit_frontier(pruned + others))
+    assert fit.points == 3 and fit.intercept == pytest.approx(0.2) and fit.slope == pytest.approx(0.8) and fit.r2 == pytest.approx(1.0)
+    assert fit.ceiling == pytest.approx(5.0) and fit.flops_for(2.0) == pytest.approx(0.375) and fit.flops_for(5.0) == pytest.approx(0.0, abs=1e-12)
+    assert fit.flops_range == (0.3, 0.6)
+    assert latency_fit(_fit_frontier(pruned + others), "int8") is None  # one INT8 point
+    assert latency_fit(_fit_frontier(pruned[:2])) is None  # two points
+    close = [_point(f"p{f}", "LTP", "fp32", 85.0, f, 0.2 + 0.8 * f) for f in (0.40, 0.42, 0.45)]
+    assert latency_fit(_fit_frontier(close)) is None  # FLOPs spanning less than 0.1
+    flat = [_point(f"p{f}", "LTP", "fp32", 85.0, f, 0.7 - 0.1 * f) for f in (0.3, 0.45, 0.6)]
+    assert latency_fit(_fit_frontier(flat)) is None  # latency not rising with FLOPs
+
+
+def test_latency_fit_lines_name_the_ceiling_the_flops_each_speedup_needs_and_the_floors():
+    from onnx_tokprune.frontier import latency_fit_lines, markdown
+
+    pruned = [_point(f"p{f}", "LTP", "fp32", 85.0, f, 0.2 + 0.8 * f) for f in (0.3, 0.45, 0.6)]
+    frontier = _fit_frontier(pruned, floors={"1": 0.25})
+    frontier.environment = {"cpu": "x", "machine": "x86_64", "isa": [], "threads": 1, "onnxruntime": "1", "token_prune": "kernel"}
+    (line,) = latency_fit_lines(frontier)
+    assert line.startswith("Pruned points' latency (fp32, 3 points at 0.30–0.60 relative FLOPs) ≈ 0.200 + 0.800 × relative FLOPs (r² 1.00)")
+    assert "pruning alone cannot pass 5.0×" in line
+    assert "relative FLOPs needed for 1.5× ≈ 0.58, 2× ≈ 0.38, 2.5× ≈ 0.25, 3× ≈ 0.17, 4× ≈ 0.06" in line
+    assert "pruning from layer 1 cannot go below 0.250 (only [CLS] after its attention): 2.50× at most." in line
+    assert line in markdown(frontier)
+
+
+def test_pruning_floor_keeps_only_cls_after_the_first_pruning_layers_attention():
+    from onnx_tokprune.flops import EncoderShape, pruning_floor
+
+    shape = EncoderShape(hidden=8, intermediate=32, layers=3, labels=2, heads=2)
+    d, i, h, n = 8, 32, 2, 10
+    whole = 3 * (6 * n * d * d + 4 * n * n * d + 2 * n * d * d + 4 * n * d * i)
+    cls_layer = 6 * d * d + 4 * d + 2 * d * d + 4 * d * i + 2 * h  # one token in, one out, scored
+    first = 6 * n * d * d + 4 * n * n * d + 2 * d * d + 4 * d * i + 2 * h * n * n  # all tokens in, [CLS] out, scored
+    head = 2 * d * d + 2 * d * 2
+    assert pruning_floor(shape, [n], 1) == pytest.approx((whole / 3 + first + cls_layer + head) / (whole + head))
+    assert pruning_floor(shape, [n], 0) == pytest.approx((first + 2 * cls_layer + head) / (whole + head))
+    assert pruning_floor(shape, [n, 2 * n], 1) > pruning_floor(shape, [n], 1)  # longer inputs: the quadratic part of layer 1 weighs more

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from onnx_tokprune.errors import CheckpointError
-from onnx_tokprune.frontier import LOSS_BUDGET, evaluation_noise, read, results_markdown
+from onnx_tokprune.frontier import LOSS_BUDGET, evaluation_noise, latency_fit, read, results_markdown
 
 AIMS = {"sst2": (1.6, None), "mrpc": (2.5, 4.0), "rte": (2.5, 4.0)}
 """task -> (fp32 speedup, INT8 speedup) the issue aims at for LTP/ToP within 1 point (None: no aim)."""
@@ -25,8 +25,21 @@ def aim_line(frontier) -> str:
         top = max((p for p in best if p.precision == precision), key=lambda p: p.speedup, default=None)
         got = f"{top.speedup:.2f}× ({top.method} {top.name})" if top else "no LTP/ToP point within 1 point"
         verdict = "" if aim is None else (" — aim ≥ %.1f× %s" % (aim, "met" if top and top.speedup >= aim else "not met"))
-        parts.append(f"{precision} {got}{verdict}")
+        parts.append(f"{precision} {got}{verdict}{requirement(frontier, precision, aim)}")
     return f"- {frontier.task}: " + "; ".join(parts)
+
+
+def requirement(frontier, precision: str, aim: float | None) -> str:
+    """What the aim asks of pruning on this task and machine, from the pruned points' latency fit."""
+    fit = latency_fit(frontier, precision)
+    if aim is None or fit is None:
+        return ""
+    need = fit.flops_for(aim)
+    text = f" (pruning the baseline's layers needs {need:.2f} relative FLOPs for it, by the latency fit" if need > 0 else f" (beyond pruning's {fit.ceiling:.1f}× ceiling"
+    floor = frontier.floors.get("1")
+    if floor is not None:
+        text += f"; pruning from layer 1 reaches at most {1 / (fit.intercept + fit.slope * floor):.2f}× at its {floor:.3f} floor"
+    return text + ")"
 
 
 def main(tasks: list[str]) -> None:
