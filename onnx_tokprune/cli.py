@@ -691,7 +691,7 @@ def frontier_command(baseline, models, truncations, truncated_models, source, da
     import torch
 
     from onnx_tokprune.frontier import (
-        BASELINE, FEWER_LAYERS, TRUNCATION, TRUNCATION_TRAINED, Frontier, FrontierRun, PointSpec, classify_checkpoint, environment,
+        BASELINE, TRUNCATION, TRUNCATION_TRAINED, UNPRUNED_METHODS, Frontier, FrontierRun, PointSpec, classify_checkpoint, environment,
         truncation_for_flops, write,
     )
     from onnx_tokprune.modeling import check_checkpoint
@@ -734,7 +734,7 @@ def frontier_command(baseline, models, truncations, truncated_models, source, da
     points = [run.measure(s) for s in specs]
     if "auto" in truncations:
         shape = EncoderShape.from_hf(run.reference_session().artifact.hf_config)
-        pruned = [p.relative_flops for p in points if p.method not in (BASELINE, FEWER_LAYERS, TRUNCATION_TRAINED)]
+        pruned = [p.relative_flops for p in points if p.method not in UNPRUNED_METHODS]
         lengths += truncation_for_flops(run.lengths(), shape, pruned)
     specs += [PointSpec(f"truncate-{k}", TRUNCATION, baseline, max_tokens=k) for k in sorted(set(lengths))]
     points += [run.measure(s) for s in specs[len(points):]]

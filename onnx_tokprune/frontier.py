@@ -37,6 +37,8 @@ METHOD_LABELS = {"calibrated": "calibrated", "ltp": "LTP", "top": "ToP"}
 """tokprune.json `method` -> the curve a pruned checkpoint belongs to (other methods keep their name)."""
 BASELINE, TRUNCATION, FEWER_LAYERS = "fine-tuned", "truncation", "fewer layers"
 TRUNCATION_TRAINED = "truncation (fine-tuned)"
+UNPRUNED_METHODS = (BASELINE, TRUNCATION, TRUNCATION_TRAINED, FEWER_LAYERS)
+"""Curves whose points remove no tokens inside the model."""
 LATENCY_AXIS = "batch-1 latency relative to the fused unpruned fp32 model"
 FLOPS_AXIS = "relative FLOPs (1 = unpruned)"
 LOSS_BUDGET = 1.0
@@ -382,10 +384,6 @@ def markdown(frontier: Frontier) -> str:
     return "\n".join(lines)
 
 
-UNPRUNED_METHODS = (BASELINE, TRUNCATION, TRUNCATION_TRAINED, FEWER_LAYERS)
-"""Curves whose points remove no tokens inside the model."""
-
-
 @dataclass(frozen=True)
 class LatencyFit:
     """Latency ratio ≈ intercept + slope × relative FLOPs, least squares over the pruned points of one
@@ -407,6 +405,10 @@ class LatencyFit:
     @property
     def ceiling(self) -> float:
         return 1 / self.intercept if self.intercept > 0 else float("inf")
+
+    def speedup_at(self, flops: float) -> float:
+        """The speedup the fit gives at `flops` relative FLOPs."""
+        return 1 / (self.intercept + self.slope * flops)
 
 
 def latency_fit(frontier: Frontier, precision: str = "fp32", min_points: int = 3, min_spread: float = 0.1) -> LatencyFit | None:
@@ -438,7 +440,7 @@ def latency_fit_lines(frontier: Frontier, speedups: Sequence[float] = (1.5, 2.0,
             f"≈ {fit.intercept:.3f} + {fit.slope:.3f} × relative FLOPs (r² {fit.r2:.2f}): pruning alone cannot pass "
             f"{fit.ceiling:.1f}× (zero FLOPs, extrapolated)" + (f"; relative FLOPs needed for {needs}" if needs else "")
             + "".join(f"; pruning from layer {first} cannot go below {floor:.3f} (only [CLS] after its attention): "
-                      f"{1 / (fit.intercept + fit.slope * floor):.2f}× at most" for first, floor in sorted(frontier.floors.items()))
+                      f"{fit.speedup_at(floor):.2f}× at most" for first, floor in sorted(frontier.floors.items()))
             + "."
         )
     return lines

@@ -38,7 +38,7 @@ def requirement(frontier, precision: str, aim: float | None) -> str:
     text = f" (pruning the baseline's layers needs {need:.2f} relative FLOPs for it, by the latency fit" if need > 0 else f" (beyond pruning's {fit.ceiling:.1f}× ceiling"
     floor = frontier.floors.get("1")
     if floor is not None:
-        text += f"; pruning from layer 1 reaches at most {1 / (fit.intercept + fit.slope * floor):.2f}× at its {floor:.3f} floor"
+        text += f"; pruning from layer 1 reaches at most {fit.speedup_at(floor):.2f}× at its {floor:.3f} floor"
     return text + ")"
 
 
