@@ -843,22 +843,28 @@ def build_kernel_command(force):
 @click.option("--pair", "text_pair", help="Second text, for pair tasks.")
 @_data_options("texts")
 @click.option("--row", type=int, help="With --data (or --task / --dataset): show its row N (1 = the first example).")
-@click.option("--png", required=True, type=click.Path(), help="PNG to write: one row per pruning layer, one column per token.")
+@click.option("--summary", is_flag=True, help="With --data (or --task / --dataset) instead of --row: over every example "
+              "(the validation split), the share of each text's tokens kept after each pruning layer (pairs: first and second text).")
+@click.option("--png", required=True, type=click.Path(), help="PNG to write: one row per pruning layer, one column per token "
+              "(--summary: the kept share per layer, one line per text).")
 @click.option("--force", is_flag=True, help="Replace --png if it exists.")
 @_kernel_option
 @user_errors
-def show_command(artifact, text, text_pair, source, data_file, row, png, force, kernel):
-    """For one sentence: which tokens survive each pruning layer, as text lines and a PNG."""
+def show_command(artifact, text, text_pair, source, data_file, row, summary, png, force, kernel):
+    """For one sentence: which tokens survive each pruning layer, as text lines and a PNG; with
+    --summary, which share of each text survives over a whole dataset."""
     from onnx_tokprune.runtime.session import open_artifact
-    from onnx_tokprune.runtime.survival import check_plotting, plot_survival, token_survival
+    from onnx_tokprune.runtime.survival import check_plotting, plot_segment_survival, plot_survival, segment_survival, token_survival
     from onnx_tokprune.runtime.text_encoder import check_text
 
     from_data = data_file is not None or source.task is not None or source.dataset is not None
     if (text is not None) == from_data:
-        raise click.UsageError("give --text, or --data (or --task / --dataset) with --row")
-    if from_data:
+        raise click.UsageError("give --text, or --data (or --task / --dataset) with --row or --summary")
+    if summary and (not from_data or row is not None or text_pair is not None):
+        raise click.BadParameter("summarises every example of --data (or --task / --dataset): give that, without --text, --pair or --row", param_hint="--summary")
+    if from_data and not summary:
         if row is None:
-            raise click.BadParameter("give the row to show with --data", param_hint="--row")
+            raise click.BadParameter("give the row to show with --data, or --summary for every row", param_hint="--row")
         _at_least(row, 1, "--row", " (1 = the first example)")
         examples = _texts(source, data_file, "validation", row)
         if len(examples) < row:
@@ -879,6 +885,16 @@ def show_command(artifact, text, text_pair, source, data_file, row, png, force, 
         check_plotting()
     except ImportError as e:
         raise click.ClickException(str(e).splitlines()[0]) from None
+    if summary:
+        examples = _texts(source, data_file, "validation", None)
+        if not examples:
+            raise click.BadParameter("the data has no examples", param_hint="--data")
+        result = segment_survival(open_artifact(artifact, kernel_library=_kernel_choice(kernel)), examples)
+        for line in result.lines():
+            click.echo(line)
+        plot_segment_survival(result, png, f"{Path(artifact).name}: tokens kept per text ({result.inputs} inputs)")
+        click.echo(f"wrote {png}")
+        return
     survival = token_survival(open_artifact(artifact, kernel_library=_kernel_choice(kernel)), text, text_pair)
     for line in survival.lines():
         click.echo(line)

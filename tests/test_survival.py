@@ -14,7 +14,7 @@ from onnx_tokprune.cli import calibrate_command, export_command, main, show_comm
 from onnx_tokprune.data.text import TextExample
 from onnx_tokprune.runtime import ArtifactError, open_artifact
 from onnx_tokprune.artifact import original_positions
-from onnx_tokprune.runtime.survival import DPI, MAX_WIDTH_IN, Survival, plot_survival, token_survival
+from onnx_tokprune.runtime.survival import DPI, MAX_WIDTH_IN, Survival, plot_survival, segment_survival, token_survival
 
 pytest.importorskip("matplotlib")
 
@@ -172,3 +172,61 @@ def test_cli_without_matplotlib(artifact, tmp_path, monkeypatch):
     out = tmp_path / "x.png"
     assert_exit_1_one_line_error(run(show_command, ["--artifact", artifact, "--text", TEXT, "--png", out]), "needs matplotlib")
     assert not out.exists() and not list(tmp_path.iterdir())
+
+
+PAIRS = [(SENTENCES[i], SENTENCES[(i + 3) % len(SENTENCES)]) for i in range(len(SENTENCES))]
+
+
+def test_segment_survival_counts_each_texts_tokens(session):
+    summary = segment_survival(session, [TextExample(a, b) for a, b in PAIRS], progress=False)
+    tokenizer = session.text_encoder.tokenizer
+    tokens, kept = [0, 0], [[0, 0], [0, 0]]
+    for a, b in PAIRS:
+        # [CLS] a [SEP] b [SEP]: the texts' positions from their own lengths
+        n_a, n_b = (len(tokenizer.encode(t, add_special_tokens=False).ids) for t in (a, b))
+        spans = (slice(1, 1 + n_a), slice(2 + n_a, 2 + n_a + n_b))
+        survival = token_survival(session, a, b)
+        assert len(survival.tokens) == n_a + n_b + 3
+        for s, span in enumerate(spans):
+            tokens[s] += n_a if s == 0 else n_b
+            for row in range(len(survival.layers)):
+                kept[row][s] += int(survival.kept[row, span].sum())
+    assert summary.layers == [1, 2] and summary.inputs == len(PAIRS)
+    assert summary.tokens == tokens and summary.kept == kept
+    for s in (0, 1):
+        shares = [summary.share(row, s) for row in range(2)]
+        assert 0 <= shares[1] <= shares[0] <= 1
+    assert summary.kept[-1][0] + summary.kept[-1][1] < sum(tokens), "nothing pruned"
+
+
+def test_segment_survival_lines_and_single_texts(session):
+    summary = segment_survival(session, [TextExample(t) for t in SENTENCES], progress=False)
+    assert summary.tokens[1] == 0 and summary.tokens[0] > 0
+    lines = summary.lines()
+    assert lines[0] == f"input ({len(SENTENCES)} inputs): first text {summary.tokens[0]} tokens"
+    k, n = summary.kept[0][0], summary.tokens[0]
+    assert lines[1] == f"L1: first text {100 * k / n:.1f}% ({k}/{n})"
+    assert "second text" not in "\n".join(lines)
+    assert summary.to_json()["texts"][1] == {"text": "second text", "tokens": 0, "kept": [0, 0]}
+
+
+def test_cli_summary_over_pair_data(artifact, tmp_path):
+    import csv
+
+    data = tmp_path / "pairs.csv"
+    with open(data, "w", newline="") as f:
+        csv.writer(f).writerows([("premise", "hypothesis"), *PAIRS])
+    columns = ["--text-column", "premise", "--text-pair-column", "hypothesis"]
+    out = tmp_path / "summary.png"
+    result = run(show_command, ["--artifact", artifact, "--data", data, *columns, "--summary", "--png", out])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes().startswith(PNG_MAGIC)
+    lines = result.output[result.output.index("input ("):].splitlines()  # after the progress bar (stderr, no newline here)
+    expected = segment_survival(open_artifact(artifact, threads=1), [TextExample(a, b) for a, b in PAIRS], progress=False)
+    assert lines[:3] == expected.lines() and lines[0].startswith(f"input ({len(PAIRS)} inputs): first text ")
+    assert lines[3] == f"wrote {out}"
+    for extra in (["--row", 1], ["--pair", "a hypothesis"]):
+        assert_exit_1_one_line_error(
+            run(show_command, ["--artifact", artifact, "--data", data, *columns, "--summary", "--png", tmp_path / "x.png", *extra]), "--summary")
+    assert_exit_1_one_line_error(run(show_command, ["--artifact", artifact, "--text", TEXT, "--summary", "--png", tmp_path / "x.png"]), "--summary")
+    assert not (tmp_path / "x.png").exists()

@@ -1,11 +1,15 @@
-"""Which tokens of one sentence survive each pruning layer of an artifact, as data and as a PNG.
+"""Which tokens of one sentence survive each pruning layer of an artifact, as data and as a PNG; over a
+whole dataset, which share of each text (of a pair) survives.
 
 ```python
 from onnx_tokprune.runtime import open_artifact
-from onnx_tokprune.runtime.survival import plot_survival, token_survival
-survival = token_survival(open_artifact("out/top/sst2_top-onnx"), "a gorgeous , witty , seductive movie .")
+from onnx_tokprune.runtime.survival import plot_survival, segment_survival, token_survival
+session = open_artifact("out/top/sst2_top-onnx")
+survival = token_survival(session, "a gorgeous , witty , seductive movie .")
 print(survival.lines())                     # ['input (10/10): [CLS] a gorgeous ...', 'L1 (8/10): ...', ...]
 plot_survival(survival, "survival.png")     # needs matplotlib (the package's [tools] extra)
+summary = segment_survival(session, examples)   # over many inputs: the share of each text's tokens kept
+print(summary.lines())                      # ['L1: first text 61.0% ..., second text 83.2% ...', ...]
 ```
 
 The positions come from the graph's own `kept_index_<l>` outputs (composed by `original_positions`),
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,6 +102,63 @@ def token_survival(session: PrunedSession, text: str, text_pair: str | None = No
     return Survival(tokens, layers, kept, text, text_pair, label, score, list(types))
 
 
+SEGMENT_NAMES = ("first text", "second text")
+
+
+@dataclass
+class SegmentSurvival:
+    """Over many inputs: how many tokens of each text (0: the first, 1: the second of a pair; the
+    tokens the tokenizer adds left out) are still present after each pruning layer."""
+
+    layers: list[int]
+    tokens: list[int]  # per text: its tokens over all inputs
+    kept: list[list[int]]  # kept[r][s]: text s's tokens present after pruning layer layers[r]
+    inputs: int
+
+    def share(self, row: int, segment: int) -> float:
+        """The fraction of text `segment`'s tokens kept after pruning layer `layers[row]` (nan without tokens)."""
+        return self.kept[row][segment] / self.tokens[segment] if self.tokens[segment] else float("nan")
+
+    def lines(self) -> list[str]:
+        """'input: first text N tokens, ...' then 'L<l>: first text P% (k/N), ...' per pruning layer."""
+        texts = [s for s in range(len(self.tokens)) if self.tokens[s]]
+        out = [f"input ({self.inputs} inputs): " + ", ".join(f"{SEGMENT_NAMES[s]} {self.tokens[s]} tokens" for s in texts)]
+        for row, layer in enumerate(self.layers):
+            out.append(f"L{layer}: " + ", ".join(
+                f"{SEGMENT_NAMES[s]} {100 * self.share(row, s):.1f}% ({self.kept[row][s]}/{self.tokens[s]})" for s in texts))
+        return out
+
+    def to_json(self) -> dict:
+        return {"layers": self.layers, "inputs": self.inputs, "texts": [
+            {"text": SEGMENT_NAMES[s], "tokens": self.tokens[s], "kept": [self.kept[r][s] for r in range(len(self.layers))]}
+            for s in range(len(self.tokens))]}
+
+
+def segment_survival(session: PrunedSession, examples: Sequence[TextExample], progress: bool = True) -> SegmentSurvival:
+    """Run every example (batch 1) and count, per pruning layer, the kept tokens of each text: on pair
+    tasks, whether pruning removes the second text (an NLI hypothesis, a question) sooner than the first."""
+    rows: Sequence[TextExample] = examples
+    if progress:
+        from tqdm.auto import tqdm
+
+        rows = tqdm(examples, desc="token survival", unit="input")
+    tokens = [0, 0]
+    kept: list[list[int]] | None = None
+    layers: list[int] = []
+    for example in rows:
+        survival = token_survival(session, example.text, example.text_pair)
+        text_of = np.array([-1 if s is None else s for s in session.text_encoder.sequence_ids(example)])
+        if kept is None:
+            layers, kept = survival.layers, [[0, 0] for _ in survival.layers]
+        for s in (0, 1):
+            tokens[s] += int((text_of == s).sum())
+            for row in range(len(layers)):
+                kept[row][s] += int(survival.kept[row][text_of == s].sum())
+    if kept is None:
+        raise ValueError("no examples to summarise")
+    return SegmentSurvival(layers, tokens, kept, len(examples))
+
+
 def _figure_class():
     try:
         from matplotlib.figure import Figure
@@ -162,6 +224,31 @@ def plot_survival(survival: Survival, path: str | os.PathLike, title: str | None
         loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=3, frameon=False, fontsize=8, handlelength=1.2,
     )
 
+    return _save_png(fig, path)
+
+
+def plot_segment_survival(summary: SegmentSurvival, path: str | os.PathLike, title: str | None = None) -> Path:
+    """Write a PNG: the share of each text's tokens kept after each pruning layer (one line per text).
+    Written to a temp file beside `path`, then renamed into place. Returns the path."""
+    Figure = _figure_class()
+    fig = Figure(figsize=(6.4, 3.8), dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    x = np.arange(len(summary.layers) + 1)
+    for s, (color, marker) in enumerate(((KEPT_COLOR, "o"), ("#d1603d", "s"))):
+        if summary.tokens[s]:
+            shares = [100.0] + [100 * summary.share(r, s) for r in range(len(summary.layers))]
+            ax.plot(x, shares, color=color, marker=marker, label=f"{SEGMENT_NAMES[s]} ({summary.tokens[s]} tokens)")
+    ax.set_xticks(x)
+    ax.set_xticklabels(["input"] + [f"after L{layer}" for layer in summary.layers])
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("tokens kept (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, fontsize=8)
+    ax.set_title(title or f"which share of each text survives ({summary.inputs} inputs)", loc="left", fontsize=10)
+    return _save_png(fig, Path(path))
+
+
+def _save_png(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

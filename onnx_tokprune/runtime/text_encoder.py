@@ -87,6 +87,13 @@ class TextEncoder:
             out.append((enc.ids, enc.type_ids))
         return out
 
+    def sequence_ids(self, example: TextExample) -> list[int | None]:
+        """Per token of `example` (encoded as token_ids does, untruncated): 0 for the first text, 1 for
+        the second, None for a token the tokenizer added ([CLS], [SEP], <s>, ...). Unlike token_type_ids
+        this tells the texts apart for every architecture (RoBERTa gives both type 0)."""
+        inputs = (example.text, example.text_pair) if example.text_pair is not None else (example.text,)
+        return list(self.tokenizer.encode(*inputs).sequence_ids)
+
     @staticmethod
     def pad(rows: Sequence[tuple[list[int], list[int]]]) -> dict[str, np.ndarray]:
         """Right-pad token rows into int64 arrays input_ids, attention_mask, token_type_ids."""
