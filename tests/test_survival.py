@@ -230,3 +230,19 @@ def test_cli_summary_over_pair_data(artifact, tmp_path):
             run(show_command, ["--artifact", artifact, "--data", data, *columns, "--summary", "--png", tmp_path / "x.png", *extra]), "--summary")
     assert_exit_1_one_line_error(run(show_command, ["--artifact", artifact, "--text", TEXT, "--summary", "--png", tmp_path / "x.png"]), "--summary")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_sequence_ids_tell_the_texts_apart_where_type_ids_do_not():
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    from onnx_tokprune.runtime.text_encoder import TextEncoder
+
+    tokenizer = Tokenizer(models.WordLevel({"<s>": 0, "</s>": 1, "<unk>": 2, "a": 3, "b": 4, "c": 5}, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.RobertaProcessing(("</s>", 1), ("<s>", 0))  # RoBERTa: every type id 0
+    encoder = TextEncoder(tokenizer, 16)
+    example = TextExample("a b c", "c a")
+    ((ids, types),) = encoder.token_ids([example])
+    assert set(types) == {0} and len(ids) == 9
+    assert encoder.sequence_ids(example) == [None, 0, 0, 0, None, None, 1, 1, None]
+    assert encoder.sequence_ids(TextExample("b c")) == [None, 0, 0, None]
