@@ -917,11 +917,12 @@ EVAL_MODES = ("drop", "mask")
 @click.option("--modes", default="drop,mask", show_default=True, help="PyTorch modes for a checkpoint: drop and/or mask, comma-separated.")
 @click.option("--cls-only", is_flag=True, help="A checkpoint's last layer for the CLS row only, as `tokprune-export --cls-only` (an artifact's manifest says itself).")
 @click.option("--protect-question", is_flag=True, help="A QA checkpoint's pruning keeps every token outside the context (question, CLS, SEP); PyTorch only, to measure what pruning the question costs.")
+@click.option("--protect-second-text", is_flag=True, help="A pair classifier's pruning keeps every token of each pair's second text (an NLI hypothesis); PyTorch only, to measure what pruning it costs.")
 @click.option("--max-tokens", type=int, help="Cut every input to its first N tokens (special tokens included; a pair loses from its longer text first): the truncation baseline. Sequence classifiers only.")
 @click.option("--json", "json_out", type=click.Path(), help="Also write the results as JSON here.")
 @_kernel_option
 @user_errors
-def eval_command(model, artifact, source, data_file, metric, modes, cls_only, protect_question, max_tokens, json_out, kernel):
+def eval_command(model, artifact, source, data_file, metric, modes, cls_only, protect_question, protect_second_text, max_tokens, json_out, kernel):
     """Metric on the whole evaluation data, kept tokens per layer, analytic and counted FLOPs, relative FLOPs."""
     from onnx_tokprune.artifact import MODEL_FILE, head_kind
     from onnx_tokprune.data.source import load_split
@@ -948,6 +949,8 @@ def eval_command(model, artifact, source, data_file, metric, modes, cls_only, pr
         raise click.ClickException(f"{model} and {artifact} have different heads: pass the artifact exported from the checkpoint")
     if protect_question and (not span or model_session is not None):
         raise click.UsageError("--protect-question applies to a QA checkpoint (PyTorch), not to an artifact or a classifier")
+    if protect_second_text and (span or model_session is not None or artifact_session is not None or max_tokens is not None):
+        raise click.UsageError("--protect-second-text applies to a classifier checkpoint (PyTorch) on whole inputs, without --artifact or --max-tokens")
     if max_tokens is not None:
         if span:
             raise click.UsageError("--max-tokens applies to sequence classifiers: a QA model reads long contexts in windows")
@@ -963,7 +966,7 @@ def eval_command(model, artifact, source, data_file, metric, modes, cls_only, pr
         return loaded[0]
 
     if model_session is None:
-        results = evaluate_checkpoint(model, split, tuple(mode_list), metric, cls_only=cls_only, max_tokens=max_tokens)
+        results = evaluate_checkpoint(model, split, tuple(mode_list), metric, cls_only=cls_only, max_tokens=max_tokens, protect_second=protect_second_text)
     else:
         results = [evaluate_artifact(model_session, split(), metric, max_tokens=max_tokens)]
     if artifact_session is not None:

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from onnx_tokprune.artifact import LOGITS_OUTPUT, kept_counts
 from onnx_tokprune.data.metrics import compute_metrics, main_metric
 from onnx_tokprune.data.source import LabelScheme, Split, encode_labels, metric_scheme
+from onnx_tokprune.errors import DataError
 from onnx_tokprune.flops import EncoderShape
 from onnx_tokprune.runtime.session import KernelChoice, PrunedSession
 from onnx_tokprune.runtime.text_encoder import TextEncoder
@@ -81,13 +82,15 @@ def _result(name, scheme, metric, source, logits, labels, lengths, kept, shape, 
 
 def evaluate_checkpoint(
     model_dir: str | os.PathLike, split: Split | Callable[[], Split], modes=("drop", "mask"), metric: str | None = None,
-    progress: bool = True, cls_only: bool = False, max_tokens: int | None = None,
+    progress: bool = True, cls_only: bool = False, max_tokens: int | None = None, protect_second: bool = False,
 ) -> list[EvalResult]:
     """Evaluate a checkpoint dir (with or without tokprune.json) on `split` in the given PyTorch modes;
     `metric` overrides the main metric. `split` may be a function that loads it: it is then called
     after the model is loaded, so a broken checkpoint is reported before a data problem. `cls_only`:
     the CLS-only last layer (PrunedEncoder), counted in the FLOPs too. `max_tokens`: every input cut to
-    that many tokens (TextEncoder.token_ids), relative FLOPs against the whole inputs."""
+    that many tokens (TextEncoder.token_ids), relative FLOPs against the whole inputs. `protect_second`:
+    every decision keeps the second text of each pair (PrunedEncoder `protected`, PyTorch only), to
+    measure what pruning it costs (an NLI hypothesis, say); not with `max_tokens`."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from onnx_tokprune.modeling import load_pruned, wrap
@@ -104,6 +107,11 @@ def evaluate_checkpoint(
     scheme, labels = _labels(split, encoder.model.config)
     rows = text_encoder.token_ids(split.examples, max_tokens)
     full = [len(r[0]) for r in text_encoder.token_ids(split.examples)] if max_tokens is not None else None
+    if protect_second and max_tokens is not None:
+        raise ValueError("protect_second applies to whole inputs, not with max_tokens")
+    if protect_second and not any(e.text_pair is not None for e in split.examples):
+        raise DataError(f"{split.name} has no second texts to keep: protecting the second text applies to pair data")
+    second = [[s == 1 for s in text_encoder.sequence_ids(e)] for e in split.examples] if protect_second else None
     shape = EncoderShape.from_hf(encoder.model.config, cls_only)
     results = []
     for mode in modes if encoder.config is not None else ("drop",):
@@ -111,15 +119,17 @@ def evaluate_checkpoint(
         logits, kept, lengths = [], [], []
         counter = FlopCounterMode(display=False) if mode == "drop" else None
         with torch.no_grad(), counter if counter is not None else nullcontext():
-            for row in tqdm(rows, desc=f"eval {split.name} pytorch-{mode}", disable=not progress):
+            for i, row in enumerate(tqdm(rows, desc=f"eval {split.name} pytorch-{mode}", disable=not progress)):
                 feeds = {k: torch.from_numpy(v) for k, v in TextEncoder.pad([row]).items()}
-                out = model(feeds["input_ids"], feeds["attention_mask"], feeds["token_type_ids"])
+                protected = torch.tensor([second[i]]) if second is not None else None
+                out = model(feeds["input_ids"], feeds["attention_mask"], feeds["token_type_ids"], protected=protected)
                 logits.append(out.logits.numpy()[0])
                 lengths.append(len(row[0]))
                 counts = [int(k.sum()) for k in out.kept]
                 kept.append(dict(zip(model.pruning_layers, counts)))
         counted = counter.get_total_flops() if counter is not None else None
-        results.append(_result(split.name, scheme, metric, f"pytorch-{mode}", np.stack(logits), labels, lengths, kept, shape, counted, full, max_tokens))
+        source = f"pytorch-{mode}" + (" second text kept" if protect_second else "")
+        results.append(_result(split.name, scheme, metric, source, np.stack(logits), labels, lengths, kept, shape, counted, full, max_tokens))
     return results
 
 

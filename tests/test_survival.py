@@ -246,3 +246,59 @@ def test_sequence_ids_tell_the_texts_apart_where_type_ids_do_not():
     assert set(types) == {0} and len(ids) == 9
     assert encoder.sequence_ids(example) == [None, 0, 0, 0, None, None, 1, 1, None]
     assert encoder.sequence_ids(TextExample("b c")) == [None, 0, 0, None]
+
+
+def test_eval_protect_second_text_keeps_every_second_text_token(checkpoint, tmp_path):
+    import csv
+    import json
+
+    from tokenizers import Tokenizer
+
+    data = tmp_path / "pairs.csv"
+    with open(data, "w", newline="") as f:
+        csv.writer(f).writerows([("premise", "hypothesis", "label"), *((a, b, i % 2) for i, (a, b) in enumerate(PAIRS))])
+    args = ["--model", checkpoint, "--data", data, "--text-column", "premise", "--text-pair-column", "hypothesis",
+            "--label-column", "label", "--modes", "drop"]
+    plain, kept = tmp_path / "plain.json", tmp_path / "kept.json"
+    assert run(main, ["eval", *args, "--json", plain]).exit_code == 0
+    result = run(main, ["eval", *args, "--protect-second-text", "--json", kept])
+    assert result.exit_code == 0, result.output
+    (p,), (k,) = json.loads(plain.read_text()), json.loads(kept.read_text())
+    assert p["source"] == "pytorch-drop" and k["source"] == "pytorch-drop second text kept"
+    tokenizer = Tokenizer.from_file(str(checkpoint / "tokenizer.json"))
+    second = np.mean([len(tokenizer.encode(b, add_special_tokens=False).ids) for _, b in PAIRS])
+    assert set(k["kept_tokens"]) == set(p["kept_tokens"]) == {"1", "2"}
+    for layer, mean_kept in k["kept_tokens"].items():
+        assert mean_kept >= second + 1, "a second-text token (or [CLS]) was removed"
+        assert mean_kept >= p["kept_tokens"][layer]
+    assert k["kept_tokens"]["2"] > p["kept_tokens"]["2"] and k["relative_flops"] > p["relative_flops"]
+    # per pair: every second-text position is still present after each pruning layer, and unprotected some are not
+    import torch
+
+    from onnx_tokprune.modeling import load_pruned
+    from onnx_tokprune.runtime.text_encoder import TextEncoder
+
+    encoder, text_encoder = load_pruned(checkpoint, "drop"), TextEncoder.from_dir(checkpoint)
+    lost = 0
+    for a, b in PAIRS:
+        example = TextExample(a, b)
+        feeds = {name: torch.from_numpy(v) for name, v in text_encoder([example]).items()}
+        second_mask = torch.tensor([[s == 1 for s in text_encoder.sequence_ids(example)]])
+        with torch.no_grad():
+            guarded = encoder(feeds["input_ids"], feeds["attention_mask"], feeds["token_type_ids"], protected=second_mask)
+            bare = encoder(feeds["input_ids"], feeds["attention_mask"], feeds["token_type_ids"])
+        for row in guarded.kept:
+            assert bool(row[second_mask].all())
+        lost += int((bare.kept[-1][second_mask] == 0).sum())
+    assert lost > 0, "without protection the tiny model keeps every second-text token: the test shows nothing"
+
+
+def test_eval_protect_second_text_refusals(checkpoint, artifact, tmp_path):
+    single = tmp_path / "single.csv"
+    single.write_text("sentence,label\n" + "".join(f"{t},{i % 2}\n" for i, t in enumerate(SENTENCES) if "," not in t))
+    out = tmp_path / "x.json"
+    args = ["--data", single, "--text-column", "sentence", "--label-column", "label", "--protect-second-text", "--json", out]
+    assert_exit_1_one_line_error(run(main, ["eval", "--model", checkpoint, *args]), "no second texts")
+    result = run(main, ["eval", "--model", checkpoint, "--artifact", artifact, *args])
+    assert result.exit_code != 0 and "--protect-second-text applies to a classifier checkpoint" in result.output
+    assert not out.exists()
