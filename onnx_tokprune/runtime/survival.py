@@ -128,11 +128,6 @@ class SegmentSurvival:
                 f"{SEGMENT_NAMES[s]} {100 * self.share(row, s):.1f}% ({self.kept[row][s]}/{self.tokens[s]})" for s in texts))
         return out
 
-    def to_json(self) -> dict:
-        return {"layers": self.layers, "inputs": self.inputs, "texts": [
-            {"text": SEGMENT_NAMES[s], "tokens": self.tokens[s], "kept": [self.kept[r][s] for r in range(len(self.layers))]}
-            for s in range(len(self.tokens))]}
-
 
 def segment_survival(session: PrunedSession, examples: Sequence[TextExample], progress: bool = True) -> SegmentSurvival:
     """Run every example (batch 1) and count, per pruning layer, the kept tokens of each text: on pair
