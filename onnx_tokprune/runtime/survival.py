@@ -137,21 +137,20 @@ def segment_survival(session: PrunedSession, examples: Sequence[TextExample], pr
         from tqdm.auto import tqdm
 
         rows = tqdm(examples, desc="token survival", unit="input")
-    tokens = [0, 0]
-    kept: list[list[int]] | None = None
+    tokens = np.zeros(2, dtype=np.int64)
+    kept: np.ndarray | None = None  # [layer row, text]
     layers: list[int] = []
     for example in rows:
         survival = token_survival(session, example.text, example.text_pair)
         text_of = np.array([-1 if s is None else s for s in session.text_encoder.sequence_ids(example)])
         if kept is None:
-            layers, kept = survival.layers, [[0, 0] for _ in survival.layers]
+            layers, kept = survival.layers, np.zeros((len(survival.layers), 2), dtype=np.int64)
         for s in (0, 1):
             tokens[s] += int((text_of == s).sum())
-            for row in range(len(layers)):
-                kept[row][s] += int(survival.kept[row][text_of == s].sum())
+            kept[:, s] += survival.kept[:, text_of == s].sum(axis=1)
     if kept is None:
         raise ValueError("no examples to summarise")
-    return SegmentSurvival(layers, tokens, kept, len(examples))
+    return SegmentSurvival(layers, tokens.tolist(), kept.tolist(), len(examples))
 
 
 def _figure_class():
