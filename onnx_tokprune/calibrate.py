@@ -9,6 +9,10 @@ Thresholds are chosen layer by layer on the calibration sentences with the earli
 pruning: layer i's threshold keeps the fraction c_i / c_{i-1} of the (pooled) tokens reaching it,
 placed half-way between two neighbouring scores, in a gap wide enough that no calibration score is
 within DECISION_RTOL of it (so no decision on the calibration data is float-ambiguous).
+
+With `protect="second_text"` (PruneConfig.protect) every token of token type 1 is kept at every
+layer: the schedule's fractions then apply to the other non-CLS tokens, thresholds are chosen among
+their scores alone, and the FLOPs target counts the protected tokens as kept.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from onnx_tokprune.config import LayerRule, PruneConfig
+from onnx_tokprune.config import LayerRule, PruneConfig, check_protect
 from onnx_tokprune.errors import CalibrationError
 from onnx_tokprune.flops import EncoderShape, relative_flops
 from onnx_tokprune.modeling import wrap
@@ -57,28 +61,33 @@ def keep_schedule(keep: float, count: int, schedule: str = "linear") -> list[flo
 
 
 def schedule_flops(
-    shape: EncoderShape, lengths: Sequence[int], layers: Sequence[int], keep: float, schedule: str = "linear"
+    shape: EncoderShape, lengths: Sequence[int], layers: Sequence[int], keep: float, schedule: str = "linear",
+    protected: Sequence[int] | None = None,
 ) -> float:
-    """Relative FLOPs of the schedule over sentences of these lengths."""
+    """Relative FLOPs of the schedule over sentences of these lengths (`protected`: per sentence, the
+    count of tokens kept at every layer besides CLS; the schedule applies to the rest)."""
     sched = keep_schedule(keep, len(layers), schedule)
-    kept = [{layer: 1 + c * (n - 1) for layer, c in zip(layers, sched)} for n in lengths]
+    fixed = protected if protected is not None else [0] * len(lengths)
+    kept = [{layer: 1 + p + c * (n - 1 - p) for layer, c in zip(layers, sched)} for n, p in zip(lengths, fixed)]
     return relative_flops(shape, lengths, kept)
 
 
 def solve_keep(
-    shape: EncoderShape, lengths: Sequence[int], layers: Sequence[int], target: float, schedule: str = "linear"
+    shape: EncoderShape, lengths: Sequence[int], layers: Sequence[int], target: float, schedule: str = "linear",
+    protected: Sequence[int] | None = None,
 ) -> float:
     """The `keep` whose schedule meets a relative-FLOPs target (bisection)."""
-    lowest = schedule_flops(shape, lengths, layers, 1e-9 if schedule == "geometric" else 0.0, schedule)
+    lowest = schedule_flops(shape, lengths, layers, 1e-9 if schedule == "geometric" else 0.0, schedule, protected)
     if not lowest <= target <= 1:
+        kept = " with the protected tokens always kept" if protected is not None else ""
         raise CalibrationError(
-            f"relative FLOPs {target} cannot be reached with pruning layers {list(layers)}: "
+            f"relative FLOPs {target} cannot be reached with pruning layers {list(layers)}{kept}: "
             f"the range is [{lowest:.3f}, 1]; add earlier pruning layers, use --schedule geometric or raise the target"
         )
     lo, hi = 0.0, 1.0
     for _ in range(50):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if schedule_flops(shape, lengths, layers, mid, schedule) < target else (lo, mid)
+        lo, hi = (mid, hi) if schedule_flops(shape, lengths, layers, mid, schedule, protected) < target else (lo, mid)
     return (lo + hi) / 2
 
 
@@ -140,6 +149,8 @@ def _collect_scores(encoder, text_encoder, rows, layer, batch_size) -> np.ndarra
         if index == layer:
             valid = mask.bool().clone()
             valid[:, 0] = False
+            if encoder.protected_now is not None:  # kept whatever the threshold: not part of its choice
+                valid &= ~encoder.protected_now
             found.append(score[valid].detach().numpy())
 
     encoder.score_hook = hook
@@ -165,7 +176,8 @@ def settle_thresholds(
     moved: dict[int, tuple[float, float]] = {}
     for rule in config.layers:
         probe = PruneConfig(rule="threshold", layers=(*settled, LayerRule(rule.layer, threshold=0.0)),
-                            score_normalizer=config.score_normalizer, normalizer_length=config.normalizer_length)
+                            score_normalizer=config.score_normalizer, normalizer_length=config.normalizer_length,
+                            protect=config.protect)
         scores = _collect_scores(wrap(model, probe, "drop"), text_encoder, rows, rule.layer, batch_size)
         threshold = rule.threshold
         if within_margin(scores, threshold).any():
@@ -208,9 +220,11 @@ def calibrate(
     progress: bool = True,
     schedule: str = "linear",
     rows: Sequence[tuple[list[int], list[int]]] | None = None,
+    protect: str | None = None,
 ) -> CalibrationResult:
     """Choose per-layer decision parameters for `model` from calibration `examples` (or token `rows`,
-    (input_ids, token_type_ids) each: a QA model's windows)."""
+    (input_ids, token_type_ids) each: a QA model's windows). `protect`: PruneConfig.protect of the
+    result ("second_text": the module docstring)."""
     if (keep is None) == (target_flops is None):
         raise CalibrationError("give exactly one of keep (kept-token fraction) or target_flops (relative FLOPs)")
     if schedule not in SCHEDULES:
@@ -223,16 +237,22 @@ def calibrate(
     if bad:
         raise CalibrationError(f"layers {bad} out of range: the model has layers 0..{num_layers - 1}")
     rows = rows if rows is not None else text_encoder.token_ids(examples)
+    base = dict(rule=rule, method="calibrated", score_normalizer=score_normalizer, normalizer_length=normalizer_length, protect=protect)
+    check_protect(protect, getattr(model.config, "type_vocab_size", 1))
+    if protect is not None and rule != "threshold":
+        raise CalibrationError(f"protect {protect!r} is calibrated for the threshold rule only: {rule}'s keep ratio would count the protected tokens; use --rule threshold")
+    protected = [sum(1 for t in types if t == 1) for _, types in rows] if protect == "second_text" else None
+    if protected is not None and not any(protected):
+        raise CalibrationError("protect 'second_text' but no calibration input has a second text: calibrate on pair data")
     shape = EncoderShape.from_hf(model.config)
     if target_flops is not None:
         if not 0 < target_flops <= 1:
             raise CalibrationError(f"target FLOPs must be in (0, 1], got {target_flops}")
-        keep = solve_keep(shape, [len(r[0]) for r in rows], layers, target_flops, schedule)
+        keep = solve_keep(shape, [len(r[0]) for r in rows], layers, target_flops, schedule, protected)
     if not 0 < keep <= 1:
         raise CalibrationError(f"keep must be in (0, 1], got {keep}")
     sched = keep_schedule(keep, len(layers), schedule)
     steps = [c / p for c, p in zip(sched, [1.0, *sched[:-1]])]
-    base = dict(rule=rule, method="calibrated", score_normalizer=score_normalizer, normalizer_length=normalizer_length)
     chosen: list[LayerRule] = []
     for layer, step in tqdm(list(zip(layers, steps)), desc="calibrating layers", disable=not progress):
         if rule == "top_k":
@@ -249,6 +269,8 @@ def calibrate(
         "schedule": dict(zip(map(str, layers), sched)),
         "samples": len(rows),
     }
+    if protected is not None:
+        provenance["protected_tokens"] = sum(protected)
     config = PruneConfig(layers=tuple(chosen), provenance=provenance, **base)
     fractions, rel = measure(model, config, text_encoder, rows, batch_size)
     config.provenance.update({"measured_kept_fraction": {str(k): v for k, v in fractions.items()}, "measured_relative_flops": rel})

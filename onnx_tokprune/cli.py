@@ -213,9 +213,10 @@ def main() -> None:
 @click.option("--samples", type=int, default=256, show_default=True, help="Calibration sentences read from --data.")
 @click.option("--num-labels", type=int, default=2, show_default=True, help="Classes, when the checkpoint has no head yet.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for a newly initialised head.")
+@click.option("--protect-second-text", is_flag=True, help="Every layer keeps each pair's second text (token type 1, e.g. an NLI hypothesis), in PyTorch and in the exported graph; the other tokens meet --keep / --flops (protect 'second_text' in tokprune.json).")
 @click.option("--force", is_flag=True, help="Replace --output if it exists.")
 @user_errors
-def calibrate_command(model, source, data_file, output, keep, target_flops, rule, layers, schedule, normalizer, normalizer_length, samples, num_labels, seed, force):
+def calibrate_command(model, source, data_file, output, keep, target_flops, rule, layers, schedule, normalizer, normalizer_length, samples, num_labels, seed, protect_second_text, force):
     """Choose per-layer thresholds (or top-k ratios) from score statistics; no training."""
     if (keep is None) == (target_flops is None):
         raise click.UsageError("give exactly one of --keep or --flops")
@@ -236,6 +237,8 @@ def calibrate_command(model, source, data_file, output, keep, target_flops, rule
 
     hf = check_checkpoint(model, "if_missing", local=False, kinds=BOTH_HEADS)
     span = head_kind(hf.get("architectures")) == "span"
+    if span and protect_second_text:
+        raise click.UsageError("--protect-second-text applies to pair classifiers: a QA model's second text is its context")
     torch.manual_seed(seed)
     if span:
         qa = _qa_rows(model, hf, source, data_file, "train", samples, local=False)
@@ -256,13 +259,15 @@ def calibrate_command(model, source, data_file, output, keep, target_flops, rule
         normalizer_length=normalizer_length,
         schedule=schedule,
         rows=qa if span else None,
+        protect="second_text" if protect_second_text else None,
     )
     result.config.provenance.update({"model": str(model), "data": source.describe(data_file, "train")})
     with atomic_output_dir(output, force) as tmp:
         hf_model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         result.config.save(tmp)
-    click.echo(f"wrote {output}: {result.config.rule} at layers {list(result.config.pruning_layers)}")
+    protected = " (second texts kept)" if result.config.protect else ""
+    click.echo(f"wrote {output}: {result.config.rule} at layers {list(result.config.pruning_layers)}{protected}")
     for layer, fraction in result.kept_fraction.items():
         click.echo(f"  layer {layer}: keeps {100 * fraction:.1f}% of non-CLS tokens")
     click.echo(f"  relative FLOPs on the calibration data: {result.relative_flops:.3f}")
@@ -598,10 +603,11 @@ def _metric_line(metrics: dict[str, float], span: bool) -> str:
 @click.option("--hard-lr", type=float, default=1e-5, show_default=True)
 @click.option("--distill/--no-distill", default=False, show_default=True, help="Both stages distil the --model checkpoint's logits (frozen teacher; KL at temperature 2) instead of the task loss, as ToP trains.")
 @click.option("--ce-weight", type=float, default=0.0, show_default=True, help="With --distill: weight of the task loss beside distillation.")
+@click.option("--protect-second-text/--no-protect-second-text", default=False, show_default=True, help="Every layer keeps each pair's second text (token type 1, e.g. an NLI hypothesis) in training and in the result (protect 'second_text' in tokprune.json).")
 @_stride_option
 @_train_options
 @user_errors
-def ltp_command(model, source, train_file, validation_file, problem_type, metric, output, max_train_samples, max_length, batch_size, group_by_length, seed, force, save_steps, lam, temperature, threshold_lr, final_threshold, init_flops, layers, soft_epochs, soft_lr, hard_epochs, hard_lr, distill, ce_weight, stride):
+def ltp_command(model, source, train_file, validation_file, problem_type, metric, output, max_train_samples, max_length, batch_size, group_by_length, seed, force, save_steps, lam, temperature, threshold_lr, final_threshold, init_flops, layers, soft_epochs, soft_lr, hard_epochs, hard_lr, distill, ce_weight, protect_second_text, stride):
     """Learned Token Pruning: soft thresholds, then a hard stage; writes a checkpoint with tokprune.json.
     A span (QA) model trains with the span loss on QA data (removed tokens restored for its head)."""
     from onnx_tokprune.architectures import num_layers
@@ -611,10 +617,13 @@ def ltp_command(model, source, train_file, validation_file, problem_type, metric
 
     layer_list = _layers(layers)
     data, hf = _pruning_data(model, source, train_file, validation_file, problem_type, metric, max_length, stride)
+    if protect_second_text and isinstance(data, QAData):
+        raise click.UsageError("--protect-second-text applies to pair classifiers: a QA model's second text is its context")
     check_output_dir(Path(output), force)
     settings = LTPSettings(
         lam=lam, temperature=temperature, threshold_lr=threshold_lr, final_threshold=final_threshold, init_flops=init_flops,
         layers=tuple(layer_list) if layer_list else None, distill=distill, ce_weight=ce_weight,
+        protect="second_text" if protect_second_text else None,
         soft=TrainSettings(epochs=soft_epochs, learning_rate=soft_lr, batch_size=batch_size, seed=seed, group_by_length=group_by_length),
         hard=TrainSettings(epochs=hard_epochs, learning_rate=hard_lr, batch_size=batch_size, seed=seed, group_by_length=group_by_length),
     )

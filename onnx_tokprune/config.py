@@ -18,6 +18,13 @@ right after that layer's attention (docs/design.md §2). Rules and their per-lay
   (the float32 expression of ToP's released code; set by the ToP importer).
 - ``top_k`` (calibration / static baselines): ``keep_ratio`` in (0, 1] — keep the top ceil(r * n)
   (computed as ceil(r * n * (1 - 1e-6)) in float32, so 0.15 of 100 keeps 15).
+
+Optional top-level ``protect``: ``"second_text"`` — every decision adds PROTECT_BONUS
+(modeling.encoder) to the score of each token whose token type id is 1 (a pair's second text and its
+closing separator, e.g. an NLI hypothesis), in PyTorch and in the exported graph alike. The threshold
+rule then keeps them all; the rank rules (rank_bins, top_k) rank them above every other token, so they
+fill the kept budget first. It needs a model that tells the two texts apart by token type ids
+(type_vocab_size >= 2: BERT, ALBERT, ELECTRA, MiniLM; not RoBERTa or DistilBERT).
 """
 
 from __future__ import annotations
@@ -37,7 +44,8 @@ METHODS = ("calibrated", "ltp", "top", "static")
 RULES = {"threshold": "threshold", "rank_bins": "bin_mask", "top_k": "keep_ratio"}
 NORMALIZERS = ("fixed", "length")
 BIN_ROUNDINGS = ("exact", "top")
-_TOP_KEYS = {"version", "method", "rule", "score_normalizer", "normalizer_length", "bin_rounding", "layers", "provenance"}
+PROTECTS = ("second_text",)
+_TOP_KEYS = {"version", "method", "rule", "score_normalizer", "normalizer_length", "bin_rounding", "protect", "layers", "provenance"}
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,8 @@ class PruneConfig:
     provenance: dict[str, Any] = field(default_factory=dict)
     version: int = FORMAT_VERSION
     bin_rounding: str = "exact"
+    protect: str | None = None
+    """"second_text": each decision ranks the tokens of token type 1 above all others (module docstring)."""
 
     def __post_init__(self) -> None:
         if type(self.version) is not int:
@@ -106,6 +116,7 @@ class PruneConfig:
             raise ConfigError(f"bin_rounding {self.bin_rounding!r} is unknown; use 'exact' or 'top'")
         if self.bin_rounding != "exact" and self.rule != "rank_bins":
             raise ConfigError(f"bin_rounding {self.bin_rounding!r} only applies to rule 'rank_bins'")
+        check_protect(self.protect, 2)
         if not self.layers:
             raise ConfigError("layers is empty: list at least one pruning layer")
         seen = [r.layer for r in self.layers]
@@ -144,14 +155,17 @@ class PruneConfig:
     def rule_for(self, layer: int) -> LayerRule | None:
         return next((r for r in self.layers if r.layer == layer), None)
 
-    def check_model(self, num_hidden_layers: int, max_positions: int | None = None) -> None:
-        """Raise ConfigError when a pruning layer does not exist in a model of that depth, or (given the
-        model's max_position_embeddings) a fixed-normaliser threshold no score can reach."""
+    def check_model(self, num_hidden_layers: int, max_positions: int | None = None, type_vocab_size: int | None = None) -> None:
+        """Raise ConfigError when a pruning layer does not exist in a model of that depth, (given the
+        model's max_position_embeddings) a fixed-normaliser threshold no score can reach, or (given its
+        type_vocab_size) `protect` asks for token types the model does not have."""
         bad = [layer for layer in self.pruning_layers if layer >= num_hidden_layers]
         if bad:
             raise ConfigError(
                 f"pruning layer(s) {bad} out of range: the model has {num_hidden_layers} layers (0..{num_hidden_layers - 1})"
             )
+        if type_vocab_size is not None:
+            check_protect(self.protect, type_vocab_size)
         if max_positions is None or self.score_normalizer != "fixed":
             return
         # s = (attention a token receives, summed over the n tokens of its row) / (heads * N) <= n / N
@@ -178,6 +192,8 @@ class PruneConfig:
         }
         if self.rule == "rank_bins":
             data["bin_rounding"] = self.bin_rounding
+        if self.protect is not None:
+            data["protect"] = self.protect
         data["layers"] = [r.to_json() for r in self.layers]
         data["provenance"] = self.provenance
         return data
@@ -215,14 +231,17 @@ class PruneConfig:
                     keep_ratio=_number(entry.get("keep_ratio"), f"layers[{i}].keep_ratio"),
                 )
             )
-        kwargs = {k: data[k] for k in ("version", "method", "score_normalizer", "normalizer_length", "bin_rounding") if k in data}
+        kwargs = {k: data[k] for k in ("version", "method", "score_normalizer", "normalizer_length", "bin_rounding", "protect") if k in data}
         provenance = data.get("provenance", {})
         return cls(rule=data["rule"], layers=tuple(layers), provenance=dict(provenance) if isinstance(provenance, dict) else provenance, **kwargs)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, num_hidden_layers: int | None = None, max_positions: int | None = None) -> PruneConfig:
+    def load(
+        cls, path: str | os.PathLike, num_hidden_layers: int | None = None, max_positions: int | None = None,
+        type_vocab_size: int | None = None,
+    ) -> PruneConfig:
         """Read `tokprune.json` (a file, or a directory holding one) and validate it (against the model's
-        depth and max_position_embeddings when given: `check_model`)."""
+        depth, max_position_embeddings and type_vocab_size when given: `check_model`)."""
         path = Path(path)
         if path.is_dir():
             path = path / CONFIG_NAME
@@ -230,7 +249,7 @@ class PruneConfig:
         try:
             cfg = cls.from_json(data)
             if num_hidden_layers is not None:
-                cfg.check_model(num_hidden_layers, max_positions)
+                cfg.check_model(num_hidden_layers, max_positions, type_vocab_size)
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
         return cfg
@@ -238,6 +257,17 @@ class PruneConfig:
     def save(self, directory: str | os.PathLike) -> Path:
         """Write `tokprune.json` into a directory atomically."""
         return write_json_atomic(Path(directory) / CONFIG_NAME, self.to_json())
+
+
+def check_protect(protect: str | None, type_vocab_size: int) -> None:
+    """ConfigError when `protect` is unknown or asks for token types a model with `type_vocab_size` lacks."""
+    if protect is not None and protect not in PROTECTS:
+        raise ConfigError(f"protect {protect!r} is unknown; use {', '.join(map(repr, PROTECTS))} or leave it out")
+    if protect == "second_text" and type_vocab_size < 2:
+        raise ConfigError(
+            f"protect 'second_text' finds the second text by its token type id 1, but this model has "
+            f"{type_vocab_size} token type(s) (RoBERTa and DistilBERT do not mark the second text); remove 'protect'"
+        )
 
 
 def _number(value: Any, where: str) -> float | None:

@@ -35,6 +35,8 @@ from onnx_tokprune.errors import CheckpointError
 
 METHOD_LABELS = {"calibrated": "calibrated", "ltp": "LTP", "top": "ToP"}
 """tokprune.json `method` -> the curve a pruned checkpoint belongs to (other methods keep their name)."""
+PROTECTED_SUFFIX = ", 2nd text kept"
+"""Appended to the curve of a checkpoint whose tokprune.json protects the second text (its own curve)."""
 BASELINE, TRUNCATION, FEWER_LAYERS = "fine-tuned", "truncation", "fewer layers"
 TRUNCATION_TRAINED = "truncation (fine-tuned)"
 UNPRUNED_METHODS = (BASELINE, TRUNCATION, TRUNCATION_TRAINED, FEWER_LAYERS)
@@ -169,8 +171,8 @@ def classify_checkpoint(path: str | os.PathLike, baseline_layers: int) -> tuple[
 
     hf = check_checkpoint(path, "trained")
     if (Path(path) / CONFIG_NAME).is_file():
-        method = PruneConfig.load(path).method
-        return METHOD_LABELS.get(method, method), True
+        config = PruneConfig.load(path)
+        return METHOD_LABELS.get(config.method, config.method) + (PROTECTED_SUFFIX if config.protect else ""), True
     layers = num_layers(hf, str(path))
     if layers < baseline_layers:
         return FEWER_LAYERS, False
@@ -486,7 +488,8 @@ def plot(frontier: Frontier, path: str | os.PathLike) -> None:
     ref = frontier.reference()
     fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
     colors = {"calibrated": "tab:green", "LTP": "tab:red", "ToP": "tab:purple", TRUNCATION: "tab:gray",
-              TRUNCATION_TRAINED: "tab:olive", FEWER_LAYERS: "tab:brown", BASELINE: "tab:blue"}
+              TRUNCATION_TRAINED: "tab:olive", FEWER_LAYERS: "tab:brown", BASELINE: "tab:blue",
+              "calibrated" + PROTECTED_SUFFIX: "tab:cyan", "LTP" + PROTECTED_SUFFIX: "tab:orange", "ToP" + PROTECTED_SUFFIX: "tab:pink"}
     for ax, (key, label) in zip(axes, (("latency_ratio", LATENCY_AXIS), ("relative_flops", FLOPS_AXIS))):
         groups: dict[tuple[str, str], list[Point]] = {}
         for p in frontier.points:

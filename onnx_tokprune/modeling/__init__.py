@@ -321,7 +321,10 @@ def load_pruned(
         fields = spec_for(hf).fields
         positions = fields.get(hf, "max_positions")
         positions = positions if type(positions) is int and positions > 0 else None
-        config = PruneConfig.load(model_dir, num_hidden_layers=fields.get(hf, "layers"), max_positions=positions)
+        config = PruneConfig.load(
+            model_dir, num_hidden_layers=fields.get(hf, "layers"), max_positions=positions,
+            type_vocab_size=hf.get("type_vocab_size", 1),
+        )
     model = load_classifier(model_dir, "trained" if num_labels is None else "if_missing", num_labels=num_labels, kinds=kinds)
     return wrap(model, config, mode)
 

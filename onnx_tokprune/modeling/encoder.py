@@ -104,10 +104,12 @@ class PrunedEncoder(nn.Module):
         self.head_dim = hf.hidden_size // hf.num_attention_heads
         self.num_layers = len(adapter.layers)
         if config is not None:
-            config.check_model(self.num_layers)
+            config.check_model(self.num_layers, type_vocab_size=getattr(hf, "type_vocab_size", 1))
         self.score_hook: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None
-        """Called as hook(layer, score, mask) at each pruning layer before it decides (calibration)."""
+        """Called as hook(layer, score, mask) at each pruning layer before it decides (calibration), with
+        the score the decision sees (PROTECT_BONUS added to protected tokens: `protected_now`)."""
         self.decisions = build_decisions(config, mode, temperature)
+        self._protected: torch.Tensor | None = None
         self.cls_only = cls_only
         if cls_only and self.cls_only_refusal():
             raise ValueError(self.cls_only_refusal())
@@ -121,6 +123,12 @@ class PrunedEncoder(nn.Module):
         if self.num_layers - 1 in self.observe_layers:
             return "the last layer's scores are observed"
         return None
+
+    @property
+    def protected_now(self) -> torch.Tensor | None:
+        """[B,S'] bool over the tokens entering the current layer (drop mode: the kept ones): which are
+        protected, or None; valid inside a forward (e.g. from a score_hook)."""
+        return self._protected
 
     @property
     def pruning_layers(self) -> tuple[int, ...]:
@@ -138,10 +146,16 @@ class PrunedEncoder(nn.Module):
         protected: torch.Tensor | None = None,
     ) -> PrunedOutput:
         """`gates`: per pruning layer, the inputs of its soft decision for this forward (ToP's gate samples).
-        `protected` ([B,S] bool, drop and mask modes, PyTorch only: the artifact has no such input):
-        tokens whose score is raised by PROTECT_BONUS, e.g. a question's: the threshold rule keeps them
-        all, the rank rules rank them first (within their budget)."""
+        `protected` ([B,S] bool, PyTorch only: the artifact has no such input): tokens whose score is
+        raised by PROTECT_BONUS before every decision, e.g. a question's: the threshold rule keeps them
+        all, the rank rules rank them first (within their budget). Without it, a config with
+        protect "second_text" protects the tokens of token type 1 (exported too: the graph computes it
+        from token_type_ids)."""
         self._gates = gates or {}
+        if protected is None and self.config is not None and self.config.protect == "second_text":
+            if token_type_ids is None:
+                raise ValueError("this config protects the second text (protect 'second_text'): pass token_type_ids")
+            protected = token_type_ids == 1
         self._protected = None if protected is None else (protected.bool() & (attention_mask > 0))
         mask = attention_mask.long()
         hidden = self.adapter.embed(input_ids, token_type_ids)
@@ -224,14 +238,14 @@ class PrunedEncoder(nn.Module):
         if decision is None:
             return self.adapter.finish_layer(index, context, hidden), mask, positions, record, raw
         self._scores[index] = score
+        if self._protected is not None:
+            score = score + self._protected.to(score.dtype) * PROTECT_BONUS
         if self.score_hook is not None:
             self.score_hook(index, score, mask)
         if decision.soft:
             weight = decision.weight(score, mask, self._gates.get(index))
             out = self.adapter.finish_layer(index, context, hidden) * weight.unsqueeze(-1).to(hidden.dtype)
             return out, mask * (weight > 0).long() if decision.masks_zeros else mask, positions, weight, raw
-        if self._protected is not None:
-            score = score + self._protected.to(score.dtype) * PROTECT_BONUS
         if self.mode == "drop":
             pruned = decision.prune(torch.cat([context, hidden], dim=-1), score, mask)
             if self._protected is not None:

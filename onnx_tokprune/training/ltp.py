@@ -17,6 +17,8 @@ After the hard stage, a threshold that a score of 256 training sentences sits on
 calibrate.DECISION_RTOL, where PyTorch and onnxruntime may decide differently) moves to the nearest
 gap wide enough (calibrate.settle_thresholds; recorded in the provenance).
 Layers whose learned threshold ends at or below 0 do not prune and are left out of tokprune.json.
+With `protect` ("second_text", our addition) a pair's second text is kept at every layer in both
+stages and in the result (PruneConfig.protect).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import copy
 import os
 from dataclasses import asdict, dataclass, field
 
-from onnx_tokprune.config import LayerRule, PruneConfig
+from onnx_tokprune.config import PROTECTS, LayerRule, PruneConfig, check_protect
 from onnx_tokprune.modeling import wrap
 from onnx_tokprune.training.common import TrainingError, TrainSettings, load_task, run_trainer, save_checkpoint
 from onnx_tokprune.training.distill import DistilledObjective
@@ -52,6 +54,9 @@ class LTPSettings:
     distill_temperature: float = 2.0
     ce_weight: float = 0.0
     """With `distill`: weight of the task loss beside the distillation loss."""
+    protect: str | None = None
+    """PruneConfig.protect of every stage and of the result ("second_text": a pair's second text is
+    kept at every layer, its soft mask 1; calibration and the regulariser count it as kept)."""
     soft: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=1.0, learning_rate=2e-5))
     hard: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=1.0, learning_rate=1e-5))
 
@@ -69,6 +74,8 @@ class LTPSettings:
             raise TrainingError("distillation temperature must be positive and the CE weight non-negative")
         if self.ce_weight and not self.distill:
             raise TrainingError("a CE weight is for distillation: add --distill (without it the loss is the task loss)")
+        if self.protect is not None and self.protect not in PROTECTS:
+            raise TrainingError(f"protect must be one of {', '.join(PROTECTS)}, got {self.protect!r}")
         if self.layers is not None and not self.layers:
             raise TrainingError("pruning layers must not be empty (leave --layers out for every layer)")
         if num_layers is not None and any(not 0 <= layer < num_layers for layer in self.pruning_layers(num_layers)):
@@ -82,7 +89,7 @@ def initial_config(num_layers: int, settings: LTPSettings) -> PruneConfig:
     """LTP's starting point: thresholds rising linearly with depth to `final_threshold` at the last
     layer (each pruning layer keeps its value on that ramp)."""
     rules = tuple(LayerRule(layer, threshold=settings.final_threshold * (layer + 1) / num_layers) for layer in settings.pruning_layers(num_layers))
-    return PruneConfig(rule="threshold", method="ltp", layers=rules, normalizer_length=settings.normalizer_length)
+    return PruneConfig(rule="threshold", method="ltp", layers=rules, normalizer_length=settings.normalizer_length, protect=settings.protect)
 
 
 def calibrated_config(model, task, settings: LTPSettings) -> PruneConfig:
@@ -92,9 +99,9 @@ def calibrated_config(model, task, settings: LTPSettings) -> PruneConfig:
     result = calibrate(
         model, task.text_encoder(), None, target_flops=settings.init_flops, layers=settings.pruning_layers(model.config.num_hidden_layers),
         normalizer_length=settings.normalizer_length, progress=False, schedule="geometric",
-        rows=task.calibration_rows(settings.soft.seed),
+        rows=task.calibration_rows(settings.soft.seed), protect=settings.protect,
     )
-    return PruneConfig(rule="threshold", method="ltp", layers=result.config.layers, normalizer_length=settings.normalizer_length)
+    return PruneConfig(rule="threshold", method="ltp", layers=result.config.layers, normalizer_length=settings.normalizer_length, protect=settings.protect)
 
 
 def mask_regularizer(lam: float):
@@ -119,7 +126,8 @@ def learned_config(thresholds: dict[int, float], settings: LTPSettings, provenan
     if not rules:
         raise TrainingError("every learned threshold ended at or below 0 (nothing prunes): raise --lambda")
     return PruneConfig(
-        rule="threshold", method="ltp", layers=rules, normalizer_length=settings.normalizer_length, provenance=provenance
+        rule="threshold", method="ltp", layers=rules, normalizer_length=settings.normalizer_length, provenance=provenance,
+        protect=settings.protect,
     )
 
 
@@ -143,6 +151,9 @@ def train_ltp(
     run = open_run(output, spec, save_steps, force)
     tokenizer, model, task = load_task(model_dir, data, max_train_samples, max_length, settings.soft.seed)
     settings.check(model.config.num_hidden_layers)
+    check_protect(settings.protect, getattr(model.config, "type_vocab_size", 1))
+    if settings.protect == "second_text" and not any(t == 1 for _, types in task.calibration_rows(settings.soft.seed) for t in types):
+        raise TrainingError("protect 'second_text' but the training inputs have no second text (token type 1): train on pair data")
     teacher = wrap(copy.deepcopy(model), None, "mask") if settings.distill else None
     soft_stage = run.stage("soft")
     if soft_stage is not None and soft_stage.is_done():
