@@ -649,10 +649,11 @@ def ltp_command(model, source, train_file, validation_file, problem_type, metric
 @click.option("--match-samples", type=int, default=1024, show_default=True, help="Training inputs on which the binarised gates are matched to the FLOPs target (0 = off).")
 @click.option("--hard-epochs", type=float, default=0.0, show_default=True, help="Fine-tuning epochs with the gates fixed (0 = none).")
 @click.option("--hard-lr", type=float, default=1e-5, show_default=True)
+@click.option("--protect-second-text/--no-protect-second-text", default=False, show_default=True, help="Each pair's second text (token type 1, e.g. an NLI hypothesis) ranks above every other token at each pruning layer, in training and in the result, so it fills the open bins first (protect 'second_text' in tokprune.json).")
 @_stride_option
 @_train_options
 @user_errors
-def top_command(model, source, train_file, validation_file, problem_type, metric, output, max_train_samples, max_length, batch_size, group_by_length, seed, force, save_steps, target_flops, bins, layers, rank_layers, top_k, rank_weight, ce_weight, reg_lr, warmup_epochs, epochs, lr, match_samples, hard_epochs, hard_lr, stride):
+def top_command(model, source, train_file, validation_file, problem_type, metric, output, max_train_samples, max_length, batch_size, group_by_length, seed, force, save_steps, target_flops, bins, layers, rank_layers, top_k, rank_weight, ce_weight, reg_lr, warmup_epochs, epochs, lr, match_samples, hard_epochs, hard_lr, protect_second_text, stride):
     """ToP: ranking distillation + L0 gates over rank bins and layers under a FLOPs constraint.
     A span (QA) model distils the teacher's start/end distributions on QA data."""
     from onnx_tokprune.architectures import num_layers
@@ -662,9 +663,12 @@ def top_command(model, source, train_file, validation_file, problem_type, metric
 
     layer_list, rank_list = _layers(layers), _layers(rank_layers, "--rank-layers")
     data, hf = _pruning_data(model, source, train_file, validation_file, problem_type, metric, max_length, stride)
+    if protect_second_text and isinstance(data, QAData):
+        raise click.UsageError("--protect-second-text applies to pair classifiers: a QA model's second text is its context")
     check_output_dir(Path(output), force)
     settings = ToPSettings(
         target_flops=target_flops, bins=bins, layers=layer_list, rank_layers=rank_list, top_k=top_k,
+        protect="second_text" if protect_second_text else None,
         rank_weight=rank_weight, ce_weight=ce_weight, reg_lr=reg_lr, warmup_epochs=warmup_epochs, match_samples=match_samples,
         train=TrainSettings(epochs=epochs, learning_rate=lr, batch_size=batch_size, seed=seed, group_by_length=group_by_length),
         hard=TrainSettings(epochs=hard_epochs, learning_rate=hard_lr, batch_size=batch_size, seed=seed, group_by_length=group_by_length)

@@ -233,3 +233,40 @@ def test_frontier_gives_protected_checkpoints_their_own_curve(protected, unprote
 
     assert classify_checkpoint(protected, 4) == ("calibrated, 2nd text kept", True)
     assert classify_checkpoint(unprotected, 4) == ("calibrated", True)
+
+
+def test_top_trains_with_the_second_text_ranked_first_in_parity(tiny_checkpoint, data, tmp_path):
+    train = pairs_csv(tmp_path / "train.csv", PAIRS * 5)
+    out, artifact = tmp_path / "top", tmp_path / "top-onnx"
+    result = run(["train", "top", "--model", tiny_checkpoint, "--train-file", train, "--validation-file", data, *PAIR_COLUMNS,
+                  "--batch-size", 8, "--max-length", 64, "--epochs", 4, "--warmup-epochs", 1, "--reg-lr", 1.0, "--bins", 4,
+                  "--layers", "1,2", "--match-samples", 8, "--protect-second-text", "--output", out])
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "tokprune.json").read_text())
+    assert config["protect"] == "second_text" and config["rule"] == "rank_bins"
+    assert run(["export", "--model", out, "--output", artifact]).exit_code == 0
+    session = open_artifact(artifact, threads=1)
+    examples = [TextExample(a, b) for a, b in PAIRS]
+    positions = original_positions(session.run(session.text_encoder(examples)))
+    masks = {rule["layer"]: rule["bin_mask"] for rule in config["layers"]}
+    # ranked first: where the open bins are the top ones, an unprotected token survives a layer only if
+    # every second-text token did (other bin masks may close the bins the second text ranks into)
+    top_first = [layer for layer, mask in masks.items() if mask == sorted(mask, reverse=True)]
+    assert top_first, masks
+    checked = 0
+    for row, example in enumerate(examples):
+        entering = set(range(len(session.text_encoder.token_ids([example])[0][0])))
+        for layer in sorted(masks):
+            kept = {int(p) for p in positions[f"kept_index_{layer}"][row] if p >= 0}
+            second = second_positions(session.text_encoder, example) & entering
+            if layer in top_first and kept - second - {0} and kept != entering:
+                assert second <= kept, (layer, sorted(kept), sorted(second))
+                checked += 1
+            entering = kept
+    assert checked, "no layer both removed tokens and kept unprotected ones: the test shows nothing"
+    report = tmp_path / "parity.json"
+    result = run(["parity", "--model", out, "--artifact", artifact, "--data", data, *PAIR_COLUMNS, "--batch-sizes", "1,3", "--report", report])
+    assert result.exit_code == 0, result.output
+    for c in json.loads(report.read_text())["comparisons"]:
+        if c["name"] == "pytorch-drop vs onnxruntime":
+            assert c["max_abs_logit_diff"] <= 1e-4 and all(v == 1.0 for v in c["kept_agreement"].values())

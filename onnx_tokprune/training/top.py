@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from onnx_tokprune.config import LayerRule, PruneConfig
+from onnx_tokprune.config import PROTECTS, LayerRule, PruneConfig, check_protect
 from onnx_tokprune.flops import EncoderShape, relative_flops
 from onnx_tokprune.io import write_json_atomic
 from onnx_tokprune.modeling import wrap
@@ -69,8 +69,15 @@ class ToPSettings:
     match_samples: int = 1024
     """Training inputs on which the binarised gates' relative FLOPs is measured and matched to the
     target (0 = keep ToP's binarisation as is)."""
+    protect: str | None = None
+    """PruneConfig.protect of every stage and of the result ("second_text": a pair's second text ranks
+    above every other token at each layer, so it fills the open bins first)."""
     train: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=3.0, learning_rate=2e-5))
     hard: TrainSettings | None = None
+
+    def method(self) -> dict:
+        """The PruneConfig fields of every config this run builds (TOP_RULE and `protect`)."""
+        return {**TOP_RULE, "protect": self.protect}
 
     def check(self, num_layers: int) -> None:
         if not 0 < self.target_flops < 1:
@@ -83,6 +90,8 @@ class ToPSettings:
             raise TrainingError("reg lr and distillation temperature must be positive, weights non-negative")
         if self.match_samples < 0:
             raise TrainingError(f"match samples must be >= 0, got {self.match_samples}")
+        if self.protect is not None and self.protect not in PROTECTS:
+            raise TrainingError(f"protect must be one of {', '.join(PROTECTS)}, got {self.protect!r}")
         if not 0 < self.warmup_epochs <= self.train.epochs:
             raise TrainingError(f"warm-up epochs must be in (0, epochs={self.train.epochs}], got {self.warmup_epochs}")
         layers = self.pruning_layers(num_layers)
@@ -151,7 +160,7 @@ def rematch_checkpoint(
     for ex in examples:
         enc = tokenizer(ex.text, ex.text_pair, truncation=True, max_length=limit, return_token_type_ids=True)
         rows.append({k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")})
-    method = TOP_RULE
+    method = {**TOP_RULE, "protect": config.protect}
 
     def measure(cfg):
         return measured_relative_flops(model, cfg, rows, tokenizer, shape)
@@ -249,6 +258,9 @@ def train_top(
     tokenizer, model, task = load_task(model_dir, data, max_train_samples, max_length, settings.train.seed)
     num_layers = model.config.num_hidden_layers
     settings.check(num_layers)
+    check_protect(settings.protect, getattr(model.config, "type_vocab_size", 1))
+    if settings.protect == "second_text" and not any(t == 1 for _, types in task.calibration_rows(settings.train.seed) for t in types):
+        raise TrainingError("protect 'second_text' but the training inputs have no second text (token type 1): train on pair data")
     teacher = wrap(copy.deepcopy(model), None, "mask", observe_layers=(num_layers - 1,))
     for p in model.base_model.embeddings.parameters():
         p.requires_grad_(False)
@@ -281,7 +293,7 @@ def _gate_stage(model, tokenizer, task, teacher, settings: ToPSettings, model_di
     num_layers = model.config.num_hidden_layers
     layers = settings.pruning_layers(num_layers)
     shape = EncoderShape.from_hf(model.config)
-    candidates = PruneConfig(layers=tuple(LayerRule(layer, bin_mask=(1,) * settings.bins) for layer in layers), **TOP_RULE)
+    candidates = PruneConfig(layers=tuple(LayerRule(layer, bin_mask=(1,) * settings.bins) for layer in layers), **settings.method())
     student = wrap(model, candidates, "gate", observe_layers=settings.distilled_layers(num_layers))
     gates = ToPGates(layers, settings.bins, shape)
     steps_per_epoch = math.ceil(len(train) / settings.train.batch_size)
@@ -299,7 +311,7 @@ def _gate_stage(model, tokenizer, task, teacher, settings: ToPSettings, model_di
         stage=stage,
     )
     gates.eval()
-    method = TOP_RULE
+    method = settings.method()
     rules, matched = gates.binarized_rules(), {}
     if settings.match_samples and rules:
         sample = train.shuffle(seed=settings.train.seed).select(range(min(settings.match_samples, len(train))))
