@@ -12,13 +12,15 @@
 # RECIPES="models/ltp_TASK_06.json ..." trains only those, RECIPES="" none of them (every LTP / ToP checkpoint
 # already under out/frontier/checkpoints/TASK is a point either way); FRONTIER_OPTIONS are
 # passed to tokprune frontier, e.g. "--samples 100 --repeats 3"; CALIBRATE_OPTIONS go to tokprune-calibrate,
-# default "--schedule geometric", which reaches lower targets than the linear schedule)
+# default "--schedule geometric", which reaches lower targets than the linear schedule; PROTECTED_TARGETS="0.45 ..."
+# also calibrates with each pair's second text kept, --protect-second-text, as protected_<target>; default none)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TASK=${1:?usage: bash tools/frontier.sh TASK (sst2, mrpc, rte, ...)}
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 export TOKPRUNE_DATA=${TOKPRUNE_DATA:-../shared/data/glue}
 TARGETS=${TARGETS-0.6 0.45 0.3}
+PROTECTED_TARGETS=${PROTECTED_TARGETS-}
 LAYERS=${LAYERS-2 3 4 5}
 CALIBRATE_OPTIONS=${CALIBRATE_OPTIONS-"--schedule geometric"}
 OUT=out/frontier/$TASK
@@ -39,6 +41,14 @@ for target in $TARGETS; do
     models+=(--model $CKPT/$name)
   else
     echo "frontier.sh: no calibrated point at $target (above)" >&2
+  fi
+done
+for target in $PROTECTED_TARGETS; do
+  name=protected_$(echo "$target" | tr -d '.')
+  if [ -d $CKPT/$name ] || tokprune-calibrate --model $CKPT/finetuned --task "$TASK" --flops "$target" --protect-second-text $CALIBRATE_OPTIONS --output $CKPT/$name; then
+    models+=(--model $CKPT/$name)
+  else
+    echo "frontier.sh: no calibrated point with the second text kept at $target (above)" >&2
   fi
 done
 for recipe in ${RECIPES-models/ltp_"$TASK"*.json models/top_"$TASK"*.json}; do
