@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from onnx_tokprune.config import LayerRule, PruneConfig, check_protect
+from onnx_tokprune.config import LayerRule, PruneConfig, check_protect, protected_counts
 from onnx_tokprune.errors import CalibrationError
 from onnx_tokprune.flops import EncoderShape, relative_flops
 from onnx_tokprune.modeling import wrap
@@ -241,7 +241,7 @@ def calibrate(
     check_protect(protect, getattr(model.config, "type_vocab_size", 1))
     if protect is not None and rule != "threshold":
         raise CalibrationError(f"protect {protect!r} is calibrated for the threshold rule only: {rule}'s keep ratio would count the protected tokens; use --rule threshold")
-    protected = [sum(1 for t in types if t == 1) for _, types in rows] if protect == "second_text" else None
+    protected = protected_counts(protect, rows)
     if protected is not None and not any(protected):
         raise CalibrationError("protect 'second_text' but no calibration input has a second text: calibrate on pair data")
     shape = EncoderShape.from_hf(model.config)

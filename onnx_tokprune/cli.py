@@ -194,6 +194,9 @@ def _qa_rows(model, hf: dict, source, data_file, split: str, limit: int | None, 
     return [(w.ids, w.type_ids) for w in windows.encode(data.questions, data.contexts)]
 
 
+PROTECT_ON_QA = "--protect-second-text applies to pair classifiers: a QA model's second text is its context"
+
+
 @click.group()
 def main() -> None:
     """Token pruning that physically removes tokens: calibrate, export, check parity, benchmark."""
@@ -238,7 +241,7 @@ def calibrate_command(model, source, data_file, output, keep, target_flops, rule
     hf = check_checkpoint(model, "if_missing", local=False, kinds=BOTH_HEADS)
     span = head_kind(hf.get("architectures")) == "span"
     if span and protect_second_text:
-        raise click.UsageError("--protect-second-text applies to pair classifiers: a QA model's second text is its context")
+        raise click.UsageError(PROTECT_ON_QA)
     torch.manual_seed(seed)
     if span:
         qa = _qa_rows(model, hf, source, data_file, "train", samples, local=False)
@@ -618,7 +621,7 @@ def ltp_command(model, source, train_file, validation_file, problem_type, metric
     layer_list = _layers(layers)
     data, hf = _pruning_data(model, source, train_file, validation_file, problem_type, metric, max_length, stride)
     if protect_second_text and isinstance(data, QAData):
-        raise click.UsageError("--protect-second-text applies to pair classifiers: a QA model's second text is its context")
+        raise click.UsageError(PROTECT_ON_QA)
     check_output_dir(Path(output), force)
     settings = LTPSettings(
         lam=lam, temperature=temperature, threshold_lr=threshold_lr, final_threshold=final_threshold, init_flops=init_flops,
@@ -664,7 +667,7 @@ def top_command(model, source, train_file, validation_file, problem_type, metric
     layer_list, rank_list = _layers(layers), _layers(rank_layers, "--rank-layers")
     data, hf = _pruning_data(model, source, train_file, validation_file, problem_type, metric, max_length, stride)
     if protect_second_text and isinstance(data, QAData):
-        raise click.UsageError("--protect-second-text applies to pair classifiers: a QA model's second text is its context")
+        raise click.UsageError(PROTECT_ON_QA)
     check_output_dir(Path(output), force)
     settings = ToPSettings(
         target_flops=target_flops, bins=bins, layers=layer_list, rank_layers=rank_list, top_k=top_k,

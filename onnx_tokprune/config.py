@@ -270,6 +270,14 @@ def check_protect(protect: str | None, type_vocab_size: int) -> None:
         )
 
 
+def protected_counts(protect: str | None, rows) -> list[int] | None:
+    """Per token row ((input_ids, token_type_ids), as TextEncoder.token_ids gives), how many tokens
+    `protect` keeps at every layer; None when nothing is protected."""
+    if protect is None:
+        return None
+    return [sum(1 for t in types if t == 1) for _, types in rows]
+
+
 def _number(value: Any, where: str) -> float | None:
     if value is None:
         return None

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from onnx_tokprune.config import PruneConfig
+from onnx_tokprune.config import PruneConfig, check_protect, protected_counts
 from onnx_tokprune.data.glue import tokenize_split
 from onnx_tokprune.data.metrics import compute_metrics
 from onnx_tokprune.data.source import DataSource, LabelScheme, Split, encode_labels, load_split, metric_scheme, to_dataset
@@ -81,6 +81,14 @@ class TrainingInput:
 
     def describe(self) -> str:
         return self.source.describe(self.train_file, "train")
+
+
+def check_protect_data(protect: str | None, model, task, seed: int) -> None:
+    """Before training with PruneConfig.protect: ConfigError when the model has no token types to find
+    the second text by, TrainingError when the training inputs hold no second text."""
+    check_protect(protect, getattr(model.config, "type_vocab_size", 1))
+    if protect is not None and not any(protected_counts(protect, task.calibration_rows(seed))):
+        raise TrainingError(f"protect {protect!r} but the training inputs have no second text (token type 1): train on pair data")
 
 
 @dataclass

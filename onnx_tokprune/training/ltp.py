@@ -27,9 +27,9 @@ import copy
 import os
 from dataclasses import asdict, dataclass, field
 
-from onnx_tokprune.config import PROTECTS, LayerRule, PruneConfig, check_protect
+from onnx_tokprune.config import PROTECTS, LayerRule, PruneConfig
 from onnx_tokprune.modeling import wrap
-from onnx_tokprune.training.common import TrainingError, TrainSettings, load_task, run_trainer, save_checkpoint
+from onnx_tokprune.training.common import TrainingError, TrainSettings, check_protect_data, load_task, run_trainer, save_checkpoint
 from onnx_tokprune.training.distill import DistilledObjective
 from onnx_tokprune.training.resume import DEFAULT_SAVE_STEPS, MANIFEST, describe_file, open_run
 
@@ -151,9 +151,7 @@ def train_ltp(
     run = open_run(output, spec, save_steps, force)
     tokenizer, model, task = load_task(model_dir, data, max_train_samples, max_length, settings.soft.seed)
     settings.check(model.config.num_hidden_layers)
-    check_protect(settings.protect, getattr(model.config, "type_vocab_size", 1))
-    if settings.protect == "second_text" and not any(t == 1 for _, types in task.calibration_rows(settings.soft.seed) for t in types):
-        raise TrainingError("protect 'second_text' but the training inputs have no second text (token type 1): train on pair data")
+    check_protect_data(settings.protect, model, task, settings.soft.seed)
     teacher = wrap(copy.deepcopy(model), None, "mask") if settings.distill else None
     soft_stage = run.stage("soft")
     if soft_stage is not None and soft_stage.is_done():

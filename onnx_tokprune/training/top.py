@@ -34,11 +34,11 @@ from pathlib import Path
 
 import torch
 
-from onnx_tokprune.config import PROTECTS, LayerRule, PruneConfig, check_protect
+from onnx_tokprune.config import PROTECTS, LayerRule, PruneConfig
 from onnx_tokprune.flops import EncoderShape, relative_flops
 from onnx_tokprune.io import write_json_atomic
 from onnx_tokprune.modeling import wrap
-from onnx_tokprune.training.common import TrainingError, TrainSettings, load_task, run_trainer, save_checkpoint
+from onnx_tokprune.training.common import TrainingError, TrainSettings, check_protect_data, load_task, run_trainer, save_checkpoint
 from onnx_tokprune.training.constraint import GATES_FILE, FlopsConstraint, GateState, ToPGates, match_target_flops
 from onnx_tokprune.training.distill import DistilledObjective, FrozenTeacher, distillation_loss, targets
 from onnx_tokprune.training.ranking import rank_distillation_loss
@@ -46,6 +46,11 @@ from onnx_tokprune.training.resume import DEFAULT_SAVE_STEPS, MANIFEST, describe
 
 TOP_RULE = {"rule": "rank_bins", "method": "top", "score_normalizer": "length"}
 """The PruneConfig fields every ToP checkpoint shares (bin masks per layer added)."""
+
+
+def top_fields(protect: str | None) -> dict:
+    """TOP_RULE plus a checkpoint's PruneConfig.protect."""
+    return {**TOP_RULE, "protect": protect}
 
 
 @dataclass
@@ -76,8 +81,8 @@ class ToPSettings:
     hard: TrainSettings | None = None
 
     def method(self) -> dict:
-        """The PruneConfig fields of every config this run builds (TOP_RULE and `protect`)."""
-        return {**TOP_RULE, "protect": self.protect}
+        """The PruneConfig fields of every config this run builds."""
+        return top_fields(self.protect)
 
     def check(self, num_layers: int) -> None:
         if not 0 < self.target_flops < 1:
@@ -160,7 +165,7 @@ def rematch_checkpoint(
     for ex in examples:
         enc = tokenizer(ex.text, ex.text_pair, truncation=True, max_length=limit, return_token_type_ids=True)
         rows.append({k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")})
-    method = {**TOP_RULE, "protect": config.protect}
+    method = top_fields(config.protect)
 
     def measure(cfg):
         return measured_relative_flops(model, cfg, rows, tokenizer, shape)
@@ -258,9 +263,7 @@ def train_top(
     tokenizer, model, task = load_task(model_dir, data, max_train_samples, max_length, settings.train.seed)
     num_layers = model.config.num_hidden_layers
     settings.check(num_layers)
-    check_protect(settings.protect, getattr(model.config, "type_vocab_size", 1))
-    if settings.protect == "second_text" and not any(t == 1 for _, types in task.calibration_rows(settings.train.seed) for t in types):
-        raise TrainingError("protect 'second_text' but the training inputs have no second text (token type 1): train on pair data")
+    check_protect_data(settings.protect, model, task, settings.train.seed)
     teacher = wrap(copy.deepcopy(model), None, "mask", observe_layers=(num_layers - 1,))
     for p in model.base_model.embeddings.parameters():
         p.requires_grad_(False)
